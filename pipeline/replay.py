@@ -1,0 +1,158 @@
+"""Replay a reference trace (fixtures' format) and report the error of every call and of the rollout.
+
+    python -m pipeline.replay TRACE.pt [TRACE.pt ...] [--atol 1e-5]
+
+Two checks per trace: (1) call replay: the recorded inputs of every forward call, in order, with
+the recorded retrieval indices; (2) full loop: our own block loop from the recorded initial noise
+with the recorded re-noising draws, comparing final latents (and, for retrieval traces,
+descriptors and retrieved indices). Weights named in the trace's `config.files` are read from
+the trace's folder. Exits 1 when any error exceeds the tolerance.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor, FrameDescriptor, NoDescriptor
+from pipeline.rollout import CausalRollout, generate
+from pipeline.rollout_config import RolloutConfig
+from wan.checkpoint import load_backbone_checkpoint
+from wan.lora import apply_lora
+from wan.model import CausalWanModel
+from wan.model_config import WanModelConfig
+
+
+@dataclass
+class ReplayReport:
+    call_errors: list[float]
+    output_error: float
+    descriptor_error: float | None
+    selections_match: bool | None
+
+    def ok(self, atol: float, descriptor_atol: float) -> bool:
+        return (
+            max(self.call_errors) <= atol
+            and self.output_error <= atol
+            and (self.descriptor_error is None or self.descriptor_error <= descriptor_atol)
+            and self.selections_match is not False
+        )
+
+
+def rollout_config(cfg: dict) -> RolloutConfig:
+    latentmem = bool(cfg["use_latentmem"])
+    return RolloutConfig(
+        num_frame_per_block=cfg["num_frame_per_block"],
+        denoising_step_list=list(cfg["denoising_step_list"]),
+        warp_denoising_step=cfg["warp_denoising_step"],
+        timestep_shift=cfg["timestep_shift"],
+        context_noise=cfg["context_noise"],
+        local_attn_size=cfg["local_attn_size"],
+        sink_size=cfg["sink_size"],
+        use_latentmem=latentmem,
+        memory_size=cfg["memory_size"] if latentmem else 0,
+        recent_exclude=cfg["recent_exclude"] if latentmem else 0,
+        compression_method=cfg["compression_method"] if latentmem else "ae",
+    )
+
+
+def build_model(cfg: dict, folder: Path) -> CausalWanModel:
+    model = CausalWanModel(WanModelConfig.from_dict(cfg["model"])).eval()
+    load_backbone_checkpoint(model, folder / cfg["files"]["generator"])
+    if cfg.get("lora"):
+        model = apply_lora(model, folder / cfg["files"]["lora"], cfg["lora"]["rank"], cfg["lora"]["alpha"])
+    return model
+
+
+def build_descriptor(cfg: dict, folder: Path) -> FrameDescriptor | None:
+    method = cfg.get("compression_method")
+    if not cfg["use_latentmem"]:
+        return None
+    if method == "ae":
+        from ae.model import load_retrieval_autoencoder
+
+        return EncoderDescriptor(load_retrieval_autoencoder(folder / cfg["files"]["ae"]).eval())
+    if method == "avg_pool":
+        return AvgPoolDescriptor()
+    return NoDescriptor()
+
+
+def replay_calls(model: CausalWanModel, trace: dict) -> list[float]:
+    """Feed every recorded call in order; returns the max abs error of each call's x0."""
+    cfg = trace["config"]
+    rcfg = rollout_config(cfg)
+    latent_shape = tuple(trace["noise"].shape[2:])
+    rollout = CausalRollout(model, rcfg, trace["prompt_embeds"], latent_shape, trace["noise"].shape[1], NoDescriptor())
+    errors, attn, steps = [], None, len(rcfg.denoising_step_list)
+    for call in trace["calls"]:
+        b = call["block"]
+        if attn is None or attn.layout.current_frames[0] != call["current_start_frame"]:
+            indices = call["memory_indices"]
+            attn = rollout.begin_block(call["current_start_frame"], None if indices is None else torch.tensor(indices))
+        if call["role"] == "denoise":
+            x0 = rollout.predict_x0(attn, trace["step_input"][b, call["step"]], trace["step_timestep"][b, call["step"]])
+            expected = trace["step_x0"][b, call["step"]]
+        else:
+            x0 = rollout.finish_block(attn, trace["step_x0"][b, steps - 1], noise=None)
+            expected = trace["recache_x0"][b]
+        errors.append((x0.cpu() - expected).abs().max().item())
+    return errors
+
+
+def recorded_noise(trace: dict):
+    draws = iter(trace["renoise_noise"].flatten(0, 1))  # block-major, then step
+
+    def next_draw(shape: torch.Size) -> torch.Tensor:
+        noise = next(draws)
+        if noise.shape != shape:
+            raise ValueError(f"recorded noise has shape {tuple(noise.shape)}, the loop asked for {tuple(shape)}")
+        return noise
+
+    return next_draw
+
+
+def replay_trace(path: Path) -> ReplayReport:
+    trace = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = trace["config"]
+    model = build_model(cfg, path.parent)
+    call_errors = replay_calls(model, trace)
+    result = generate(model, rollout_config(cfg), trace["noise"], trace["prompt_embeds"], recorded_noise(trace), build_descriptor(cfg, path.parent))
+    output_error = (result.latents.cpu() - trace["output"]).abs().max().item()
+    descriptor_error = selections_match = None
+    if cfg["use_latentmem"]:
+        descriptor_error = (result.descriptors.cpu() - trace["descriptors"]).abs().max().item()
+        expected = [(e["query_frame"], e["selected_pool_indices"]) for e in trace["memory_indices_log"]]
+        ours = [(e["block_start_frame"], e["selected_pool_indices"]) for e in result.retrieval_log]
+        selections_match = expected == ours
+    return ReplayReport(call_errors, output_error, descriptor_error, selections_match)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("traces", nargs="+", type=Path, help="trace files (gen_*.pt) in the fixtures' format")
+    parser.add_argument("--atol", type=float, default=1e-5, help="tolerance on every call's x0 and the final latents")
+    parser.add_argument("--descriptor-atol", type=float, default=5e-5, help="tolerance on retrieval descriptors")
+    parser.add_argument("--verbose", action="store_true", help="print every call's error")
+    args = parser.parse_args(argv)
+    failed = False
+    for path in args.traces:
+        report = replay_trace(path)
+        ok = report.ok(args.atol, args.descriptor_atol)
+        failed |= not ok
+        if args.verbose:
+            for i, err in enumerate(report.call_errors):
+                print(f"  call {i:4d}: max abs error {err:.3e}")
+        print(
+            f"{'PASS' if ok else 'FAIL'} {path.name}: {len(report.call_errors)} calls, max call error "
+            f"{max(report.call_errors):.3e}, final latents {report.output_error:.3e}"
+            + ("" if report.descriptor_error is None else f", descriptors {report.descriptor_error:.3e}")
+            + ("" if report.selections_match is None else f", retrieved indices {'identical' if report.selections_match else 'DIFFER'}")
+        )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
