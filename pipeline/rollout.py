@@ -111,7 +111,7 @@ class CausalRollout:
             if displaced:
                 self.memory.bank_frames(displaced, *self.cache.read_all_layers(displaced))
         t = torch.full(x0.shape[:2], float(self.cfg.context_noise), device=self.device)
-        x = x0 if self.cfg.context_noise == 0 else self.schedule.renoise(x0, noise(x0.shape), t)
+        x = x0 if self.cfg.context_noise == 0 else self.schedule.renoise(x0, noise(x0.shape).to(x0.device), t)
         attn.write_cache = True
         return self.predict_x0(attn, x, t)
 
@@ -123,7 +123,7 @@ class CausalRollout:
             timestep = torch.full(x.shape[:2], float(t), device=self.device)
             x0 = self.predict_x0(attn, x, timestep)
             if i + 1 < len(steps):
-                x = self.schedule.renoise(x0, noise(x0.shape), torch.full_like(timestep, float(steps[i + 1])))
+                x = self.schedule.renoise(x0, noise(x0.shape).to(x0.device), torch.full_like(timestep, float(steps[i + 1])))
         return x0
 
 
