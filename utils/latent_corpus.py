@@ -1,0 +1,208 @@
+"""Latent corpus on disk: one safetensors file per video plus an index of complete videos.
+
+Layout of a corpus folder::
+
+    <corpus_dir>/
+        index.json                  complete videos (see below)
+        videos/<id>.safetensors     tensor "latents": [T, C, H, W] (dtype as written, e.g. bfloat16)
+                                    + string header metadata
+
+Header metadata (safetensors allows str -> str only): the writer's own keys (prompt, seed,
+backbone, config_hash, ...; non-string values are JSON-encoded) plus the keys this module sets:
+``format_version``, ``num_frames`` (T), ``frame_shape`` (JSON list [C, H, W]) and ``dtype``.
+
+``index.json``::
+
+    {"format": "longlive-rag-latent-corpus", "version": 1,
+     "videos": {"<id>": {"file": "videos/<id>.safetensors", "num_frames": T,
+                         "frame_shape": [C, H, W], "dtype": "bfloat16", "metadata": {...}}}}
+
+Writes are atomic: a video file is written under a temporary name and renamed, and only then
+added to the index (itself rewritten atomically under a file lock, so several processes may
+write into one corpus). A file that exists under its final name is therefore complete; a crash
+between the rename and the index update leaves a complete file that `rebuild_index` re-lists.
+Readers slice frames through safetensors' memory map, so a chunk costs only its own bytes.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from utils.atomic import atomic_path, atomic_write_text
+
+FORMAT_NAME = "longlive-rag-latent-corpus"
+FORMAT_VERSION = 1
+INDEX_FILE = "index.json"
+VIDEOS_DIR = "videos"
+TENSOR_KEY = "latents"
+RESERVED_METADATA = ("format_version", "num_frames", "frame_shape", "dtype")
+
+_VIDEO_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+logger = logging.getLogger(__name__)
+
+
+class CorpusError(ValueError):
+    """A corpus file or request is invalid; the message names the file and the problem."""
+
+
+def video_path(corpus_dir: str | os.PathLike, video_id: str) -> Path:
+    if not _VIDEO_ID.match(video_id):
+        raise CorpusError(f"video id '{video_id}' must match {_VIDEO_ID.pattern} (it becomes a file name)")
+    return Path(corpus_dir) / VIDEOS_DIR / f"{video_id}.safetensors"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _header_metadata(latents: torch.Tensor, metadata: Mapping[str, object]) -> dict[str, str]:
+    clash = sorted(set(metadata) & set(RESERVED_METADATA))
+    if clash:
+        raise CorpusError(f"metadata keys {clash} are set by write_video from the tensor; remove them")
+    header = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    header.update(
+        format_version=str(FORMAT_VERSION),
+        num_frames=str(latents.shape[0]),
+        frame_shape=json.dumps(list(latents.shape[1:])),
+        dtype=_dtype_name(latents.dtype),
+    )
+    return header
+
+
+def write_video(
+    corpus_dir: str | os.PathLike, video_id: str, latents: torch.Tensor, metadata: Mapping[str, object]
+) -> Path:
+    """Atomically write `latents` [T, C, H, W] as `videos/<video_id>.safetensors`, then list it in the index."""
+    if latents.dim() != 4 or latents.shape[0] < 1:
+        raise CorpusError(f"video '{video_id}': latents must be [T, C, H, W] with T >= 1, got {tuple(latents.shape)}")
+    path = video_path(corpus_dir, video_id)
+    header = _header_metadata(latents, metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({TENSOR_KEY: latents.detach().cpu().contiguous()}, str(tmp), metadata=header)
+    add_to_index(corpus_dir, {video_id: index_entry(path)})
+    return path
+
+
+def video_length(path: str | os.PathLike) -> int:
+    """Number of frames T of a video file, from its header only."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_slice(TENSOR_KEY).get_shape()[0]
+
+
+def read_frames(path: str | os.PathLike, start: int, stop: int) -> torch.Tensor:
+    """Frames start..stop-1 of a video file: [stop - start, C, H, W], reading only those bytes."""
+    with safe_open(str(path), framework="pt") as f:
+        frames = f.get_slice(TENSOR_KEY)
+        length = frames.get_shape()[0]
+        if not 0 <= start < stop <= length:
+            raise CorpusError(f"{path}: frame range [{start}, {stop}) is outside [0, {length})")
+        return frames[start:stop]
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def verify_video(path: str | os.PathLike) -> bool:
+    """True if the file is complete and readable and its tensor agrees with its header metadata."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if list(f.keys()) != [TENSOR_KEY]:
+                return False
+            frames = f.get_slice(TENSOR_KEY)
+            shape = frames.get_shape()
+            if len(shape) != 4 or shape[0] < 1:
+                return False
+            if int(meta.get("num_frames", -1)) != shape[0] or json.loads(meta.get("frame_shape", "null")) != shape[1:]:
+                return False
+            first_last = torch.cat([frames[0:1], frames[shape[0] - 1 : shape[0]]])
+            return _dtype_name(first_last.dtype) == meta.get("dtype")
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
+def index_entry(path: str | os.PathLike) -> dict:
+    """The index record of one video file (path relative to the corpus folder)."""
+    path = Path(path)
+    meta = read_metadata(path)
+    own = {k: v for k, v in meta.items() if k not in RESERVED_METADATA}
+    return {
+        "file": f"{VIDEOS_DIR}/{path.name}",
+        "num_frames": int(meta["num_frames"]),
+        "frame_shape": json.loads(meta["frame_shape"]),
+        "dtype": meta["dtype"],
+        "metadata": own,
+    }
+
+
+def read_index(corpus_dir: str | os.PathLike) -> dict[str, dict]:
+    """Video id -> index record; empty if the corpus has no index yet."""
+    path = Path(corpus_dir) / INDEX_FILE
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    if data.get("format") != FORMAT_NAME or data.get("version") != FORMAT_VERSION:
+        raise CorpusError(
+            f"{path}: expected format '{FORMAT_NAME}' version {FORMAT_VERSION}, "
+            f"got '{data.get('format')}' version {data.get('version')}"
+        )
+    return data["videos"]
+
+
+def is_corpus(path: str | os.PathLike) -> bool:
+    return (Path(path) / INDEX_FILE).is_file()
+
+
+@contextlib.contextmanager
+def _index_lock(corpus_dir: Path) -> Iterator[None]:
+    # flock is released by the kernel if the holder dies, so a crash never leaves a stale lock
+    corpus_dir.mkdir(parents=True, exist_ok=True)
+    with open(corpus_dir / f"{INDEX_FILE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _write_index(corpus_dir: Path, videos: Mapping[str, dict]) -> None:
+    data = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "videos": dict(sorted(videos.items()))}
+    atomic_write_text(json.dumps(data, indent=1) + "\n", corpus_dir / INDEX_FILE)
+
+
+def add_to_index(corpus_dir: str | os.PathLike, entries: Mapping[str, dict]) -> None:
+    """Add or replace index records (read-modify-write under an exclusive lock)."""
+    corpus_dir = Path(corpus_dir)
+    with _index_lock(corpus_dir):
+        videos = read_index(corpus_dir)
+        videos.update(entries)
+        _write_index(corpus_dir, videos)
+
+
+def rebuild_index(corpus_dir: str | os.PathLike) -> dict[str, dict]:
+    """Re-list every video file that passes `verify_video`; other files are logged and left out."""
+    corpus_dir = Path(corpus_dir)
+    videos = {}
+    for path in sorted((corpus_dir / VIDEOS_DIR).glob("*.safetensors")):
+        if path.name.startswith("."):  # a temporary file of an unfinished write
+            continue
+        if verify_video(path):
+            videos[path.stem] = index_entry(path)
+        else:
+            logger.warning("latent corpus: %s is incomplete or unreadable; left out of the index", path)
+    with _index_lock(corpus_dir):
+        _write_index(corpus_dir, videos)
+    return videos
