@@ -1,0 +1,121 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.inference_config import InferenceConfig, load_inference_config, read_prompts
+from pipeline.rollout_config import RolloutConfig
+from utils.assets import MissingAssetError
+from utils.config import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+BACKBONES = ("causal_forcing", "self_forcing", "longlive")
+METHODS = ("native", "latentmem")
+DEMO = CONFIGS / "demo_latentmem.yaml"
+
+
+def test_config_folder_holds_exactly_the_grid_and_the_demos():
+    expected = {f"{b}_{m}.yaml" for b in BACKBONES + ("demo",) for m in METHODS}
+    assert {p.name for p in CONFIGS.glob("*.yaml")} == expected
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("method", METHODS)
+def test_real_config_validates_with_reference_settings(backbone, method):
+    cfg = load_inference_config(CONFIGS / f"{backbone}_{method}.yaml")
+    latentmem = method == "latentmem"
+    assert cfg.rollout_config() == RolloutConfig(
+        num_frame_per_block=3, denoising_step_list=[1000, 750, 500, 250], warp_denoising_step=True,
+        timestep_shift=5.0, context_noise=0, local_attn_size=12, sink_size=1, use_latentmem=latentmem,
+        memory_size=6, recent_exclude=5, compression_method="ae",
+    )
+    assert cfg.model_kwargs.ae_ckpt == ("checkpoints/ae_latent_mem.pt" if latentmem else None)
+    assert (cfg.model_preset, cfg.num_output_frames, cfg.seed, cfg.num_samples) == ("wan2.1-t2v-1.3b", 120, 0, 1)
+    assert (cfg.latent_height, cfg.latent_width) == (60, 104)
+    assert cfg.data_path == "checkpoints/moviegenbench_128_refined.txt"
+    assert cfg.output_folder == f"videos/{backbone}/{method}"
+    assert cfg.text_encoder.weights == "wan_models/Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth"
+    assert cfg.vae.checkpoint == "wan_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth"
+    assert cfg.use_ema == (backbone == "self_forcing")
+    if backbone == "longlive":
+        assert cfg.generator_ckpt == "checkpoints/longlive_base.pt"
+        assert cfg.lora_ckpt == "checkpoints/longlive_lora.pt"
+        assert (cfg.adapter.rank, cfg.adapter.alpha, cfg.adapter.merge) == (256, 256.0, True)
+    else:
+        assert cfg.generator_ckpt == f"checkpoints/{backbone}.pt"
+        assert cfg.lora_ckpt is None and cfg.adapter is None
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_demo_config_is_tiny_random_and_long_enough_to_retrieve(method):
+    cfg = load_inference_config(CONFIGS / f"demo_{method}.yaml")
+    assert cfg.is_demo and cfg.generator_ckpt is None
+    assert cfg.text_encoder.weights is None and cfg.vae.checkpoint is None
+    assert len(cfg.prompts) == 2 and cfg.data_path is None
+    mk = cfg.model_kwargs
+    # Window 12 / sink 1 / 3 frames per block: blocks 4 and 5 each bank 3 frames, so block 6 is the
+    # first with more than R = 5 banked entries; 30 frames give retrieval in blocks 6..9.
+    assert (mk.local_attn_size, mk.sink_size, mk.recent_exclude, cfg.num_frame_per_block) == (12, 1, 5, 3)
+    assert cfg.num_output_frames == 30
+    assert cfg.model_kwargs.use_latentmem == (method == "latentmem")
+
+
+def test_overrides_reach_nested_keys_and_convert_types():
+    cfg = load_inference_config(DEMO, ["model_kwargs.memory_size=4", "num_output_frames=45", "seed=7",
+                                       "denoising_step_list=[1000,500]", "output_folder=/tmp/x"])
+    assert cfg.model_kwargs.memory_size == 4 and cfg.rollout_config().memory_size == 4
+    assert (cfg.num_output_frames, cfg.seed, cfg.denoising_step_list, cfg.output_folder) == (45, 7, [1000, 500], "/tmp/x")
+
+
+def test_defaults_plus_overrides_need_no_file():
+    cfg = load_inference_config(None, ["generator_ckpt=g.pt", "prompts=[a cat]"])
+    assert isinstance(cfg, InferenceConfig) and cfg.prompts == ["a cat"]
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["memory_sise=3"], ["memory_sise"]),
+        (["model_kwargs.memory_sise=3"], ["model_kwargs.memory_sise"]),
+        (["num_output_frames=many"], ["num_output_frames", "many"]),
+        (["model_kwargs.use_latentmem=perhaps"], ["model_kwargs.use_latentmem"]),
+        (["num_output_frames=31"], ["num_output_frames 31", "num_frame_per_block 3"]),
+        (["model_kwargs.memory_size=11"], ["local_attn_size 12", "sink_size 1", "memory_size 11"]),
+        (["model_kwargs.memory_size=0"], ["memory_size"]),
+        (["model_kwargs.sink_size=12"], ["sink_size 12"]),
+        (["model_kwargs.compression_method=pca"], ["compression_method 'pca'"]),
+        (["denoising_step_list=[1000,0]"], ["denoising_step_list"]),
+        (["model_preset=wan9"], ["model_preset 'wan9'"]),
+        (["model_preset=wan2.1-t2v-1.3b"], ["generator_ckpt is null"]),
+        (["text_encoder.preset=umt5-xxl", "text_encoder.weights=t5.pth"], ["text_encoder.preset 'umt5-xxl'", "text_dim 32"]),
+        (["lora_ckpt=lora.pt"], ["lora_ckpt and adapter"]),
+        (["adapter.rank=0", "lora_ckpt=lora.pt"], ["adapter.rank"]),
+        (["data_path=prompts.txt"], ["exactly one of data_path"]),
+        (["latent_height=7"], ["latent_height x latent_width 7 x 8"]),
+        (["num_samples=0"], ["num_samples"]),
+        (["dtype=float64"], ["dtype 'float64'"]),
+        (["device=tpu"], ["device 'tpu'"]),
+        (["vae.decode_chunk_frames=0"], ["vae.decode_chunk_frames"]),
+    ],
+)
+def test_bad_values_fail_naming_the_key(overrides, words):
+    with pytest.raises(ConfigError) as err:
+        load_inference_config(DEMO, overrides)
+    message = str(err.value)
+    assert str(DEMO) in message
+    for word in words:
+        assert word in message
+
+
+def test_real_config_without_ae_checkpoint_fails_instead_of_switching_method():
+    with pytest.raises(ConfigError, match="model_kwargs.ae_ckpt is null"):
+        load_inference_config(CONFIGS / "causal_forcing_latentmem.yaml", ["model_kwargs.ae_ckpt=null"])
+
+
+def test_read_prompts_skips_blank_lines_and_names_missing_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("first prompt\n\n  second prompt  \n\n")
+    cfg = load_inference_config(DEMO, [f"data_path={path}", "prompts=null"])
+    assert read_prompts(cfg) == ["first prompt", "second prompt"]
+    cfg = load_inference_config(DEMO, [f"data_path={tmp_path / 'absent.txt'}", "prompts=null"])
+    with pytest.raises(MissingAssetError, match="absent.txt.*\n.*hf download qixinhu11/LongLive-RAG"):
+        read_prompts(cfg)
