@@ -1,0 +1,142 @@
+"""Wan 2.1 VAE through diffusers' `AutoencoderKLWan`, with Wan's per-channel latent normalisation.
+
+The original `Wan2.1_VAE.pth` is converted with diffusers' own single-file conversion
+(`convert_wan_vae_to_diffusers`) into a model built from an explicit config, so nothing is read
+from the hub at run time. Latents are normalised as Wan does: z = (mu - mean) / std on encode and
+z * std + mean before decoding.
+
+Layouts at this module's boundary (the project's [B, T, C, H, W] order, not diffusers' [B, C, T, H, W]):
+    video   [B, T, 3, H, W] in [-1, 1], T = 1 + 4 (F - 1)
+    latents [B, F, z_dim, H / 8, W / 8], normalised
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from diffusers import AutoencoderKLWan
+from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+from utils.assets import WAN_DOWNLOAD, require_path
+from wan.checkpoint import load_state_dict_checked
+
+# Wan 2.1's per-channel latent statistics (16 channels).
+WAN21_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                      0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
+WAN21_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+DEMO_SEED = 0  # random-weight demo VAE
+
+
+@dataclass(frozen=True)
+class WanVAEConfig:
+    base_dim: int = 96
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attn_scales: tuple[float, ...] = ()
+    temporal_downsample: tuple[bool, ...] = (False, True, True)
+    latents_mean: tuple[float, ...] = WAN21_LATENTS_MEAN
+    latents_std: tuple[float, ...] = WAN21_LATENTS_STD
+
+    def diffusers_kwargs(self) -> dict:
+        return dict(base_dim=self.base_dim, z_dim=self.z_dim, dim_mult=list(self.dim_mult),
+                    num_res_blocks=self.num_res_blocks, attn_scales=list(self.attn_scales),
+                    temperal_downsample=list(self.temporal_downsample), dropout=0.0,
+                    latents_mean=list(self.latents_mean), latents_std=list(self.latents_std))
+
+
+VAE_PRESETS = {
+    "wan2.1": WanVAEConfig(),
+    "demo": WanVAEConfig(base_dim=8),  # random weights; same strides and latent channels as Wan 2.1
+}
+
+
+def vae_preset(name: str) -> WanVAEConfig:
+    if name not in VAE_PRESETS:
+        raise ValueError(f"unknown VAE preset '{name}'; expected one of {sorted(VAE_PRESETS)}")
+    return VAE_PRESETS[name]
+
+
+def read_vae_state_dict(path: str | os.PathLike, model: AutoencoderKLWan) -> dict[str, torch.Tensor]:
+    """Weights of a Wan-original file (converted) or of a file already in diffusers' layout."""
+    require_path(path, "VAE checkpoint", WAN_DOWNLOAD)
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if set(state) <= set(model.state_dict()):
+        return state
+    return convert_wan_vae_to_diffusers(state)
+
+
+class WanVAE(torch.nn.Module):
+    def __init__(self, cfg: WanVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = AutoencoderKLWan(**cfg.diffusers_kwargs())
+        self.register_buffer("latents_mean", torch.tensor(cfg.latents_mean).view(1, 1, -1, 1, 1), persistent=False)
+        self.register_buffer("latents_std", torch.tensor(cfg.latents_std).view(1, 1, -1, 1, 1), persistent=False)
+
+    @classmethod
+    def from_preset(cls, preset: str, checkpoint: str | os.PathLike | None, device: torch.device | str = "cpu",
+                    dtype: torch.dtype = torch.float32, strict: bool = True) -> "WanVAE":
+        """The preset's VAE with weights from `checkpoint`; random weights only for `demo` without one."""
+        cfg = vae_preset(preset)
+        if checkpoint is None and preset != "demo":
+            raise ValueError(f"VAE preset '{preset}' needs a checkpoint (vae.checkpoint); "
+                             f"download it with:\n    {WAN_DOWNLOAD}")
+        return cls.from_config(cfg, checkpoint, device, dtype, strict)
+
+    @classmethod
+    def from_config(cls, cfg: WanVAEConfig, checkpoint: str | os.PathLike | None, device: torch.device | str = "cpu",
+                    dtype: torch.dtype = torch.float32, strict: bool = True) -> "WanVAE":
+        """A VAE of any size: weights from `checkpoint`, or random weights from DEMO_SEED without one."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(DEMO_SEED)
+            vae = cls(cfg)
+        if checkpoint is not None:
+            state = read_vae_state_dict(checkpoint, vae.model)
+            load_state_dict_checked(vae.model, state, checkpoint, strict)
+        return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+    def _normalize(self, mu: torch.Tensor) -> torch.Tensor:
+        return (mu - self.latents_mean) / self.latents_std
+
+    def _denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.latents_std + self.latents_mean
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """video [B, T, 3, H, W] in [-1, 1] -> normalised latent means [B, 1 + (T - 1) // 4, z, H/8, W/8]."""
+        x = video.to(self.latents_mean.dtype).permute(0, 2, 1, 3, 4)
+        mu = self.model.encode(x).latent_dist.mode()  # [B, z, F, h, w]
+        return self._normalize(mu.permute(0, 2, 1, 3, 4))
+
+    @torch.no_grad()
+    def decode_chunks(self, latents: torch.Tensor, chunk_frames: int) -> Iterator[torch.Tensor]:
+        """Decode normalised latents [B, F, z, h, w] `chunk_frames` latent frames at a time, yielding
+        consecutive video chunks [B, T_i, 3, H, W] in [-1, 1] (the first latent frame gives 1 video
+        frame, every later one 4). The decoder's causal caches carry over between chunks, so the
+        concatenated chunks equal a decode of the whole sequence; memory is bounded by the chunk."""
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        model = self.model
+        model.clear_cache()
+        try:
+            for start in range(0, latents.shape[1], chunk_frames):
+                z = self._denormalize(latents[:, start:start + chunk_frames].to(self.latents_mean.dtype))
+                x = model.post_quant_conv(z.permute(0, 2, 1, 3, 4))  # [B, z, f, h, w]; 1x1x1 conv
+                outputs = []
+                for i in range(x.shape[2]):
+                    model._conv_idx = [0]
+                    outputs.append(model.decoder(x[:, :, i:i + 1], feat_cache=model._feat_map,
+                                                 feat_idx=model._conv_idx, first_chunk=start + i == 0))
+                yield torch.cat(outputs, dim=2).clamp(-1.0, 1.0).permute(0, 2, 1, 3, 4)
+        finally:
+            model.clear_cache()
+
+    def decode(self, latents: torch.Tensor, chunk_frames: int = 4) -> torch.Tensor:
+        """Normalised latents [B, F, z, h, w] -> video [B, 1 + 4 (F - 1), 3, H, W] in [-1, 1]."""
+        return torch.cat(list(self.decode_chunks(latents, chunk_frames)), dim=1)
