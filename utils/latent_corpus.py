@@ -38,7 +38,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from utils.atomic import atomic_path, atomic_write_text
+from utils.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
 
 FORMAT_NAME = "longlive-rag-latent-corpus"
 FORMAT_VERSION = 1
@@ -190,6 +190,13 @@ def add_to_index(corpus_dir: str | os.PathLike, entries: Mapping[str, dict]) -> 
         videos = read_index(corpus_dir)
         videos.update(entries)
         _write_index(corpus_dir, videos)
+
+
+def remove_stale_index_writes(corpus_dir: str | os.PathLike) -> int:
+    """Delete temporary index files of writers that died mid-write (a live writer holds the lock)."""
+    corpus_dir = Path(corpus_dir)
+    with _index_lock(corpus_dir):
+        return remove_stale_temporaries(corpus_dir / INDEX_FILE)
 
 
 def rebuild_index(corpus_dir: str | os.PathLike) -> dict[str, dict]:
