@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Generate videos for one backbone x method config through torchrun.
+#
+#   bash inference.sh <backbone> <method> [key=value ...]
+#
+#   backbone  causal_forcing | self_forcing | longlive | demo   (demo: tiny random weights, CPU, no downloads)
+#   method    native | latentmem
+#   key=value config overrides, e.g. num_output_frames=240 output_folder=videos/cf_60s
+#
+# Environment:
+#   GPU=0,1        GPUs to use (CUDA_VISIBLE_DEVICES); default: all visible
+#   NPROC=n        processes on this node; default: one per GPU, or 1 without a GPU (CPU, gloo)
+#   PORT=p         rendezvous port; default: a free port
+#   TORCHRUN_ARGS  extra torchrun flags for multi-node runs, e.g. "--nnodes 2 --node_rank 0 --master_addr host0"
+#                  (set PORT to the same value on every node)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+BACKBONES=(causal_forcing self_forcing longlive demo)
+METHODS=(native latentmem)
+
+usage() {
+    echo "usage: bash inference.sh <backbone> <method> [key=value ...]"
+    echo "  backbones: ${BACKBONES[*]}"
+    echo "  methods:   ${METHODS[*]}"
+    echo "  env:       GPU=0,1 NPROC=n PORT=p TORCHRUN_ARGS='...'"
+}
+
+one_of() {
+    local value=$1; shift
+    local item
+    for item in "$@"; do [[ "$item" == "$value" ]] && return 0; done
+    return 1
+}
+
+if [[ $# -ge 1 && ( "$1" == "-h" || "$1" == "--help" ) ]]; then usage; exit 0; fi
+if [[ $# -lt 2 ]]; then usage >&2; exit 2; fi
+backbone=$1
+method=$2
+shift 2
+if ! one_of "$backbone" "${BACKBONES[@]}"; then
+    echo "unknown backbone '$backbone'; valid backbones: ${BACKBONES[*]}" >&2; exit 2
+fi
+if ! one_of "$method" "${METHODS[@]}"; then
+    echo "unknown method '$method'; valid methods: ${METHODS[*]}" >&2; exit 2
+fi
+
+if [[ -n "${GPU:-}" ]]; then
+    export CUDA_VISIBLE_DEVICES=$GPU
+fi
+if [[ -z "${NPROC:-}" ]]; then
+    NPROC=$(python -c "import torch; print(max(torch.cuda.device_count(), 1))")
+fi
+if [[ -z "${PORT:-}" ]]; then
+    PORT=$(python -c "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])")
+fi
+
+# shellcheck disable=SC2086  # TORCHRUN_ARGS is a list of flags
+exec python -m torch.distributed.run --nproc_per_node "$NPROC" --master_port "$PORT" ${TORCHRUN_ARGS:-} \
+    inference.py --config "configs/${backbone}_${method}.yaml" "$@"

@@ -1,0 +1,151 @@
+"""inference.sh / inference.py end to end on the random-weight demo backbone, through the real scripts."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio.v2 as imageio
+import pytest
+import torch
+
+from pipeline.video_io import read_video
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_FRAMES = 24  # 8 blocks: retrieval runs at blocks starting at frames 18 and 21
+PROMPTS = "prompts=[a red fox in snow,a paper boat in the rain,a lighthouse at night]"
+
+
+def run(cmd: list[str], env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                            timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def stems(folder: Path) -> list[str]:
+    return sorted(p.name.removesuffix(".json") for p in folder.glob("[0-9]*-[0-9].json"))
+
+
+def check_recency_guard(log: dict) -> None:
+    """Every retrieved frame is an eligible bank entry: banked, outside the R newest, at most K, no repeats."""
+    sink, k, r = log["sink_size"], log["memory_size"], log["recent_exclude"]
+    assert log["blocks"], "a 24-frame latentmem demo retrieves in its last blocks"
+    for block in log["blocks"]:
+        assert block["num_eligible"] == block["num_banked"] - r
+        (frames,), (similarities,) = block["selected_frames"], block["similarities"]
+        assert len(frames) == min(k, block["num_eligible"]) == len(set(frames))
+        assert all(sink <= f < sink + block["num_eligible"] for f in frames)
+        assert all(f < block["query_frame"] for f in frames)
+        assert similarities == sorted(similarities, reverse=True)
+
+
+@pytest.mark.parametrize("method", ["native", "latentmem"])
+def test_demo_end_to_end(method, tmp_path):
+    out = tmp_path / method
+    result = run(["bash", "inference.sh", "demo", method, f"output_folder={out}", f"num_output_frames={DEMO_FRAMES}"])
+    assert "RANDOM-WEIGHT DEMO" in result.stdout
+    assert stems(out) == ["0000-0", "0001-0"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["label"].startswith("RANDOM-WEIGHT DEMO")
+    assert summary["num_generated"] == 2 and summary["world_size"] == 1 and summary["dtype"] == "float32"
+    assert summary["config"]["model_kwargs"]["use_latentmem"] == (method == "latentmem")
+    for stem in ("0000-0", "0001-0"):
+        frames = read_video(out / f"{stem}.mp4")
+        assert frames.shape == (1 + 4 * (DEMO_FRAMES - 1), 64, 64, 3)
+        assert frames.std() > 1  # not a blank video
+        latents = torch.load(out / f"{stem}.latents.pt", weights_only=True)
+        assert latents.shape == (DEMO_FRAMES, 16, 8, 8) and torch.isfinite(latents).all()
+        record = json.loads((out / f"{stem}.json").read_text())
+        assert record["num_video_frames"] == frames.shape[0]
+        assert len(record["ms_per_block"]) == DEMO_FRAMES // 3
+        has_log = (out / f"{stem}.retrieval.json").exists()
+        assert has_log == (out / f"{stem}.retrieval.png").exists() == (method == "latentmem")
+        if has_log:
+            check_recency_guard(json.loads((out / f"{stem}.retrieval.json").read_text()))
+            assert imageio.imread(out / f"{stem}.retrieval.png").ndim == 3
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_two_torchrun_processes_write_each_video_once_and_match_one_process(tmp_path):
+    args = ["bash", "inference.sh", "demo", "latentmem", "num_output_frames=21", "save_latents=true", PROMPTS]
+    run(args + [f"output_folder={tmp_path / 'one'}"], env={"NPROC": "1"})
+    run(args + [f"output_folder={tmp_path / 'two'}"], env={"NPROC": "2"})
+    expected = ["0000-0", "0001-0", "0002-0"]
+    one, two = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert [v["stem"] for v in two["videos"]] == expected == [v["stem"] for v in one["videos"]]
+    assert two["num_generated"] == 3
+    assert sorted(os.listdir(tmp_path / "one")) == sorted(os.listdir(tmp_path / "two"))
+    for stem in expected:
+        a = torch.load(tmp_path / "one" / f"{stem}.latents.pt", weights_only=True)
+        b = torch.load(tmp_path / "two" / f"{stem}.latents.pt", weights_only=True)
+        assert torch.allclose(a, b, atol=1e-5), stem
+        logs = [json.loads((tmp_path / name / f"{stem}.retrieval.json").read_text()) for name in ("one", "two")]
+        assert [b["selected_frames"] for b in logs[0]["blocks"]] == [b["selected_frames"] for b in logs[1]["blocks"]]
+    # different prompts get different noise
+    first = torch.load(tmp_path / "one" / "0000-0.latents.pt", weights_only=True)
+    second = torch.load(tmp_path / "one" / "0001-0.latents.pt", weights_only=True)
+    assert (first - second).abs().max() > 0.1
+
+
+def test_skip_existing_resumes_an_interrupted_run(tmp_path):
+    prompts = "prompts=[p zero,p one,p two,p three]"
+    cmd = [sys.executable, "inference.py", "--config", "configs/demo_native.yaml", f"output_folder={tmp_path}",
+           "num_output_frames=12", "skip_existing=true", prompts]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "0000-0.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before its first video finished"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = stems(tmp_path)
+    assert "0000-0" in finished and len(finished) < 4, finished
+    for mp4 in tmp_path.glob("[0-9]*.mp4"):  # anything under a final name is complete
+        assert read_video(mp4).shape[0] == 1 + 4 * 11
+    first_record_time = (tmp_path / "0000-0.json").stat().st_mtime_ns
+
+    run(cmd)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["num_skipped"] == len(finished) and summary["num_generated"] == 4 - len(finished)
+    assert stems(tmp_path) == ["0000-0", "0001-0", "0002-0", "0003-0"]
+    assert (tmp_path / "0000-0.json").stat().st_mtime_ns == first_record_time
+    assert not list(tmp_path.glob(".*tmp*")), "temporaries of the killed attempt are cleaned up"
+    assert [v["status"] for v in summary["videos"]] == ["skipped"] * len(finished) + ["generated"] * (4 - len(finished))
+
+
+def test_script_names_valid_choices(tmp_path):
+    help_text = run(["bash", "inference.sh", "--help"]).stdout
+    assert "causal_forcing self_forcing longlive demo" in help_text
+    bad = run(["bash", "inference.sh", "wan22", "native"], check=False)
+    assert bad.returncode == 2 and "unknown backbone 'wan22'" in bad.stderr
+    assert "causal_forcing self_forcing longlive demo" in bad.stderr
+    bad = run(["bash", "inference.sh", "demo", "rag"], check=False)
+    assert bad.returncode == 2 and "unknown method 'rag'; valid methods: native latentmem" in bad.stderr
+    assert "--config" in run([sys.executable, "inference.py", "--help"]).stdout
+
+
+def test_real_config_without_weights_names_every_missing_file(tmp_path):
+    out = tmp_path / "out"
+    result = run([sys.executable, "inference.py", "--config", "configs/longlive_latentmem.yaml",
+                  f"output_folder={out}"], check=False)
+    assert result.returncode == 2
+    for path in ("checkpoints/longlive_base.pt", "checkpoints/longlive_lora.pt", "checkpoints/ae_latent_mem.pt",
+                 "Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth", "hf download qixinhu11/LongLive-RAG",
+                 "hf download Wan-AI/Wan2.1-T2V-1.3B"):
+        assert path in result.stderr
+    assert not out.exists()
+
+
+def test_bad_override_fails_naming_the_key(tmp_path):
+    result = run([sys.executable, "inference.py", "--config", "configs/demo_native.yaml",
+                  f"output_folder={tmp_path}", "model_kwargs.memory_sise=4"], check=False)
+    assert result.returncode == 2 and "model_kwargs.memory_sise" in result.stderr
+    result = run([sys.executable, "inference.py", "--config", "configs/demo_native.yaml", "num_output_frames=20"],
+                 check=False)
+    assert result.returncode == 2 and "num_output_frames 20" in result.stderr
+    assert list(tmp_path.iterdir()) == []
