@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Sequence, TypeVar
 
 import torch
@@ -54,15 +55,19 @@ def rank_device(device: str, info: DistInfo) -> torch.device:
     return torch.device("cuda", info.local_rank)
 
 
-def init_distributed(info: DistInfo, device: torch.device) -> None:
-    """Join the process group (nccl on CUDA, gloo on CPU); a no-op for a single process."""
+def init_distributed(info: DistInfo, device: torch.device, timeout: timedelta | None = None) -> None:
+    """Join the process group (nccl on CUDA, gloo on CPU); a no-op for a single process.
+
+    `timeout` bounds every collective (torch's default when None); a rank that finishes its share
+    long before the others waits in the final gather, so long uneven runs pass a long timeout.
+    """
     if not info.is_distributed or dist.is_initialized():
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", rank=info.rank, world_size=info.world_size, device_id=device)
+        dist.init_process_group("nccl", rank=info.rank, world_size=info.world_size, device_id=device, timeout=timeout)
     else:
-        dist.init_process_group("gloo", rank=info.rank, world_size=info.world_size)
+        dist.init_process_group("gloo", rank=info.rank, world_size=info.world_size, timeout=timeout)
 
 
 def barrier(info: DistInfo) -> None:
