@@ -114,8 +114,12 @@ def recorded_noise(trace: dict):
     return next_draw
 
 
-def replay_trace(path: Path) -> ReplayReport:
-    trace = torch.load(path, map_location="cpu", weights_only=True)
+def is_trace(obj) -> bool:
+    """Rollout traces hold a `config` dict with the model's config; weight files (gen_generator.pt, ...) do not."""
+    return isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "model" in obj["config"]
+
+
+def replay_trace(path: Path, trace: dict) -> ReplayReport:
     cfg = trace["config"]
     model = build_model(cfg, path.parent)
     call_errors = replay_calls(model, trace)
@@ -137,9 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--descriptor-atol", type=float, default=5e-5, help="tolerance on retrieval descriptors")
     parser.add_argument("--verbose", action="store_true", help="print every call's error")
     args = parser.parse_args(argv)
-    failed = False
+    failed, replayed = False, 0
     for path in args.traces:
-        report = replay_trace(path)
+        if not path.is_file():
+            print(f"error: trace '{path}' does not exist", file=sys.stderr)
+            return 2
+        trace = torch.load(path, map_location="cpu", weights_only=True)
+        if not is_trace(trace):
+            print(f"SKIP {path.name}: not a rollout trace (no config['model']); weight files are read beside the traces")
+            continue
+        report = replay_trace(path, trace)
+        replayed += 1
         ok = report.ok(args.atol, args.descriptor_atol)
         failed |= not ok
         if args.verbose:
@@ -151,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             + ("" if report.descriptor_error is None else f", descriptors {report.descriptor_error:.3e}")
             + ("" if report.selections_match is None else f", retrieved indices {'identical' if report.selections_match else 'DIFFER'}")
         )
+    if not replayed:
+        print("error: none of the given files is a rollout trace", file=sys.stderr)
+        return 2
     return 1 if failed else 0
 
 

@@ -86,3 +86,13 @@ def test_replay_handles_other_configurations(tmp_path, capsys):
     torch.save(trace, tmp_path / "other.pt")
     assert main([str(tmp_path / "other.pt")]) == 0
     assert "PASS other.pt" in capsys.readouterr().out
+
+
+def test_replay_skips_weight_files_and_rejects_missing_or_no_traces(tmp_path, capsys):
+    assert main([str(FIXTURES / "gen_generator.pt"), str(FIXTURES / "gen_native_lora.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "SKIP gen_generator.pt: not a rollout trace" in out and "PASS gen_native_lora.pt" in out
+    assert main([str(FIXTURES / "gen_ae.pt")]) == 2
+    assert "none of the given files is a rollout trace" in capsys.readouterr().err
+    assert main([str(tmp_path / "absent.pt")]) == 2
+    assert "absent.pt' does not exist" in capsys.readouterr().err
