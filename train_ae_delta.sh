@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Train the retrieval autoencoder through torchrun (DDP via accelerate; one process per GPU).
+#
+#   bash train_ae_delta.sh [key=value ...]
+#
+#   key=value      config overrides, e.g. data_dir=latents/corpus epochs=100 output_dir=runs/ae_delta
+#
+# Environment:
+#   CONFIG=path    YAML config; default ae/configs/ae_delta.yaml
+#                  (base_ae.yaml: AE only; toy_delta.yaml / toy_base.yaml: the CPU toy demo)
+#   GPU=0,1        GPUs to use (CUDA_VISIBLE_DEVICES); default: all visible
+#   NPROC=n        processes on this node; default: one per GPU, or 1 without a GPU (CPU, gloo)
+#   PORT=p         rendezvous port; default: a free port
+#   TORCHRUN_ARGS  extra torchrun flags for multi-node runs, e.g. "--nnodes 2 --node_rank 0 --master_addr host0"
+#                  (set PORT to the same value on every node)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [[ $# -ge 1 && ( "$1" == "-h" || "$1" == "--help" ) ]]; then
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+fi
+
+CONFIG=${CONFIG:-ae/configs/ae_delta.yaml}
+if [[ -n "${GPU:-}" ]]; then
+    export CUDA_VISIBLE_DEVICES=$GPU
+fi
+if [[ -z "${NPROC:-}" ]]; then
+    NPROC=$(python -c "import torch; print(max(torch.cuda.device_count(), 1))")
+fi
+if [[ -z "${PORT:-}" ]]; then
+    PORT=$(python -c "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])")
+fi
+
+# shellcheck disable=SC2086  # TORCHRUN_ARGS is a list of flags
+exec python -m torch.distributed.run --nproc_per_node "$NPROC" --master_port "$PORT" ${TORCHRUN_ARGS:-} \
+    train_ae_delta.py --config "$CONFIG" "$@"
