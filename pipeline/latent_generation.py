@@ -98,7 +98,9 @@ def run_latent_job(run: CorpusRun, job: LatentJob, index: dict[str, dict]) -> di
     start = time.perf_counter()
     files, expected = run.files(job), run.expected(job)
     files.remove_partial_writes()
-    problem = latents_problem(files, expected) if run.cfg.skip_existing else "skip_existing is false"
+    problem = latents_problem(files, expected)
+    if problem is None and not run.cfg.skip_existing:
+        problem = "skip_existing is false"
     listed = index.get(job.video_id) == expected.index_entry(files)
     written = []
     if problem is not None:

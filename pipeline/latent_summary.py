@@ -16,7 +16,8 @@ GB = 1e9
 
 def corpus_summary(cfg: GenerateLatentConfig, records: list[dict], config_hash: str, random_components: list[str], device: str, dtype: str,
                    world_size: int, wall_seconds: float) -> dict:
-    """records: every rank's run_latent_job records. Seconds per video is over the generated videos."""
+    """records: every rank's run_latent_job records. `num_regenerated` counts videos generated over an existing
+    file (partial, corrupt, stale or skip_existing=false); seconds per video is over the generated videos."""
     records = sorted(records, key=lambda r: r["position"])
     generated = [r for r in records if r["status"] == "generated"]
     bytes_written = sum(r["bytes_written"] for r in records)
@@ -47,9 +48,9 @@ def corpus_summary(cfg: GenerateLatentConfig, records: list[dict], config_hash: 
 def summary_lines(summary: dict, path: Path) -> list[str]:
     lines = [
         f"{summary['num_videos']} videos ({summary['num_frames']} latent frames) in {summary['output_folder']}: "
-        f"{summary['num_generated']} generated ({summary['num_regenerated']} of them replaced a partial or stale file), "
+        f"{summary['num_generated']} generated ({summary['num_regenerated']} of them replaced an existing file), "
         f"{summary['num_complete']} already complete ({summary['num_relisted']} re-listed in the index)",
-        f"{summary['gb_written']:.3f} GB written in {summary['wall_seconds']:.1f} s on {summary['device']} "
+        f"{summary['gb_written']:.3f} GB ({summary['bytes_written']} bytes) written in {summary['wall_seconds']:.1f} s on {summary['device']} "
         f"{summary['dtype']} x {summary['world_size']} process(es)"
         + (f", {summary['seconds_per_video']:.2f} s per generated video" if summary["seconds_per_video"] else ""),
         f"summary: {path}",

@@ -314,6 +314,16 @@ def test_second_run_skips_every_complete_video(reference, tmp_path, one_thread):
     assert {f: (folder / f).stat().st_mtime_ns for f in corpus_files(folder)} == mtimes
 
 
+def test_skip_existing_false_regenerates_every_video_to_the_same_values(reference, tmp_path, one_thread):
+    folder = tmp_path / "corpus"
+    shutil.copytree(reference, folder)
+    assert generate(folder, "skip_existing=false") == 0
+    assert_same_corpus(folder, reference)
+    s = summary(folder)
+    assert (s["num_generated"], s["num_regenerated"]) == (4, 4)
+    assert {v["reason"] for v in s["videos"]} == {"skip_existing is false"}
+
+
 def test_two_torchrun_processes_write_the_files_and_values_of_one(reference, tmp_path):
     folder = tmp_path / "two"
     result = run_script(["bash", "generate_latent.sh", f"output_folder={folder}", *OVERRIDES],
@@ -410,3 +420,34 @@ def test_other_settings_into_the_same_folder_stop_before_generating(reference, t
     err = capsys.readouterr().err
     assert "holds a corpus generated with other settings" in err and "seed: 0 -> 1" in err
     assert_same_corpus(folder, reference)
+
+
+@pytest.mark.slow
+def test_corpus_trains_the_ae_whose_checkpoint_drives_latentmem_inference(reference, tmp_path):
+    """The demo corpus (what generate_latent.sh writes, see the torchrun test) -> train_ae_delta.sh (one epoch,
+    toy AE) -> inference.sh demo latentmem with the trained checkpoint, through the real scripts."""
+    from ae.model import load_retrieval_autoencoder
+
+    corpus, ae_dir, videos = reference, tmp_path / "ae", tmp_path / "videos"
+    result = run_script(["bash", "train_ae_delta.sh", f"data_dir={corpus}", "epochs=1", f"output_dir={ae_dir}",
+                         "batch_size=8", "chunks_per_video=4"], env={"CONFIG": "ae/configs/toy_delta.yaml"})
+    assert result.returncode == 0, result.stderr
+    assert "epoch 0: train total" in result.stdout
+    ae = load_retrieval_autoencoder(ae_dir / "best.pt")
+    assert (ae.cfg.in_channels, ae.cfg.spatial_h, ae.cfg.spatial_w) == (16, 8, 8)
+
+    frames = 24  # 8 blocks of the demo's sink 1 / window 12: retrieval in the last two
+    result = run_script(["bash", "inference.sh", "demo", "latentmem", f"model_kwargs.ae_ckpt={ae_dir / 'best.pt'}",
+                         f"output_folder={videos}", f"num_output_frames={frames}", "prompts=[a red fox in snow]"])
+    assert result.returncode == 0, result.stderr
+    run = json.loads((videos / "summary.json").read_text())
+    assert "retrieval encoder" not in run["random_weight_components"]
+    assert run["config"]["model_kwargs"]["ae_ckpt"] == str(ae_dir / "best.pt")
+    # the logged similarities are those of the trained encoder on the generated frames
+    log = json.loads((videos / "0000-0.retrieval.json").read_text())
+    embeddings = ae.encode(torch.load(videos / "0000-0.latents.pt", weights_only=True))  # [F, D]
+    assert log["blocks"]
+    for block in log["blocks"]:
+        (selected,), (similarities,) = block["selected_frames"], block["similarities"]
+        expected = embeddings[selected] @ embeddings[block["query_frame"]]
+        assert torch.allclose(torch.tensor(similarities), expected, atol=1e-4)
