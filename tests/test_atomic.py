@@ -30,9 +30,13 @@ def test_permissions_follow_umask(tmp_path):
     old = os.umask(0o022)
     try:
         atomic_write_text("x", tmp_path / "a.json")
+        with atomic_path(tmp_path / "b.bin") as tmp:  # a writer that restricts its own file
+            tmp.write_bytes(b"x")
+            os.chmod(tmp, 0o600)
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.bin").stat().st_mode) == 0o644
 
 
 def test_overwrite_and_torch_roundtrip(tmp_path):

@@ -27,11 +27,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + final.suffix, dir=final.parent)
-    os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the usual permissions
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600 (and some writers, e.g. safetensors, reset it): give the usual permissions
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
