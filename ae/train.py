@@ -120,8 +120,8 @@ class TrainResult:
     best_val: float
 
 
-def _loss_terms(model, x: torch.Tensor, weights: LossWeights, autocast: bool) -> dict[str, torch.Tensor]:
-    # x: [B, S, C, H, W] -> per-chunk terms, each [B]
+def chunk_loss_terms(model, x: torch.Tensor, weights: LossWeights, autocast: bool) -> dict[str, torch.Tensor]:
+    """x: [B, S, C, H, W] chunks -> every loss term per chunk, each [B] (bf16 autocast if `autocast`)."""
     b, s = x.shape[:2]
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
         x_rec, z = model(x.flatten(0, 1))
@@ -135,7 +135,7 @@ def evaluate(model, loader, weights: LossWeights, accelerator: Accelerator, auto
     loader.set_epoch(0)  # the same validation chunks every epoch, so the losses are comparable
     rows = []
     for x in loader:
-        terms = _loss_terms(model, x, weights, autocast)
+        terms = chunk_loss_terms(model, x, weights, autocast)
         rows.append(accelerator.gather_for_metrics(torch.stack([terms[k] for k in LOSS_TERMS], dim=1)))
     model.train()
     means = torch.cat(rows).mean(dim=0).tolist()
@@ -214,7 +214,7 @@ def _train_epoch(model, optimizer, loader, cfg: AETrainConfig, accelerator: Acce
     weights = cfg.loss_weights()
     sums = torch.zeros(len(LOSS_TERMS), device=accelerator.device)
     for x in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_main_process):
-        terms = _loss_terms(model, x, weights, autocast)
+        terms = chunk_loss_terms(model, x, weights, autocast)
         accelerator.backward(terms["total"].mean())
         accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
