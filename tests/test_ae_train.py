@@ -191,6 +191,12 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(reference, toy_dir, t
     for i, state in b["state"].items():
         assert int(a["state"][i]["step"]) == int(state["step"]) == EPOCHS * 2
         torch.testing.assert_close(a["state"][i]["exp_avg_sq"], state["exp_avg_sq"], rtol=1e-5, atol=1e-9)
+    # TensorBoard: both runs' event files together hold every point once, as the uninterrupted run's
+    assert len(list((tmp_path / "tb").iterdir())) == 2
+    got, want = EventAccumulator(str(tmp_path / "tb")), EventAccumulator(str(reference["out"] / "tb"))
+    got.Reload(), want.Reload()
+    for tag in ("train/total", "train_epoch/total", "val/total"):
+        assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in got.Scalars(tag)] == [(e.step, e.value) for e in want.Scalars(tag)]
 
 
 def test_tensorboard_logs_every_loss_term_on_both_splits(reference):
