@@ -23,16 +23,5 @@ if [[ $# -ge 1 && ( "$1" == "-h" || "$1" == "--help" ) ]]; then
 fi
 
 CONFIG=${CONFIG:-configs/generate_latent.yaml}
-if [[ -n "${GPUS:-}" ]]; then
-    export CUDA_VISIBLE_DEVICES=$GPUS
-fi
-if [[ -z "${NGPU:-}" ]]; then
-    NGPU=$(python -c "import torch; print(max(torch.cuda.device_count(), 1))")
-fi
-if [[ -z "${PORT:-}" ]]; then
-    PORT=$(python -c "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])")
-fi
-
-# shellcheck disable=SC2086  # TORCHRUN_ARGS is a list of flags
-exec python -m torch.distributed.run --nproc_per_node "$NGPU" --master_port "$PORT" ${TORCHRUN_ARGS:-} \
-    generate_latent.py --config "$CONFIG" "$@"
+source utils/torchrun_launch.sh
+launch_torchrun "${GPUS:-}" "${NGPU:-}" generate_latent.py --config "$CONFIG" "$@"

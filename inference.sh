@@ -45,16 +45,5 @@ if ! one_of "$method" "${METHODS[@]}"; then
     echo "unknown method '$method'; valid methods: ${METHODS[*]}" >&2; exit 2
 fi
 
-if [[ -n "${GPU:-}" ]]; then
-    export CUDA_VISIBLE_DEVICES=$GPU
-fi
-if [[ -z "${NPROC:-}" ]]; then
-    NPROC=$(python -c "import torch; print(max(torch.cuda.device_count(), 1))")
-fi
-if [[ -z "${PORT:-}" ]]; then
-    PORT=$(python -c "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])")
-fi
-
-# shellcheck disable=SC2086  # TORCHRUN_ARGS is a list of flags
-exec python -m torch.distributed.run --nproc_per_node "$NPROC" --master_port "$PORT" ${TORCHRUN_ARGS:-} \
-    inference.py --config "configs/${backbone}_${method}.yaml" "$@"
+source utils/torchrun_launch.sh
+launch_torchrun "${GPU:-}" "${NPROC:-}" inference.py --config "configs/${backbone}_${method}.yaml" "$@"

@@ -22,16 +22,5 @@ if [[ $# -ge 1 && ( "$1" == "-h" || "$1" == "--help" ) ]]; then
 fi
 
 CONFIG=${CONFIG:-ae/configs/ae_delta.yaml}
-if [[ -n "${GPU:-}" ]]; then
-    export CUDA_VISIBLE_DEVICES=$GPU
-fi
-if [[ -z "${NPROC:-}" ]]; then
-    NPROC=$(python -c "import torch; print(max(torch.cuda.device_count(), 1))")
-fi
-if [[ -z "${PORT:-}" ]]; then
-    PORT=$(python -c "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])")
-fi
-
-# shellcheck disable=SC2086  # TORCHRUN_ARGS is a list of flags
-exec python -m torch.distributed.run --nproc_per_node "$NPROC" --master_port "$PORT" ${TORCHRUN_ARGS:-} \
-    train_ae_delta.py --config "$CONFIG" "$@"
+source utils/torchrun_launch.sh
+launch_torchrun "${GPU:-}" "${NPROC:-}" train_ae_delta.py --config "$CONFIG" "$@"
