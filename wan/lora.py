@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 import torch
-from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
 from utils.assets import RAG_DOWNLOAD, require_path
@@ -29,6 +28,9 @@ def read_lora_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def apply_lora(model: nn.Module, path: str | os.PathLike, rank: int, alpha: float, merge: bool = True) -> nn.Module:
     """Load the LoRA file into `model`; returns the merged plain model, or the model with live adapters."""
+    # peft takes ~5 s to import; only LoRA runs pay for it.
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
     state = read_lora_state(path)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGET_MODULES)
     peft_model = get_peft_model(model, config)
