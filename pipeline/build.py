@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
@@ -22,8 +22,11 @@ from wan.lora import apply_lora
 from wan.model import CausalWanModel
 from wan.model_config import model_preset
 from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError
-from wan.text_encoder import WanTextEncoder, default_tokenizer_dir
-from wan.vae import WanVAE
+from wan.text_encoder_config import default_tokenizer_dir
+
+if TYPE_CHECKING:  # transformers and diffusers load in the builders, so --help and config errors stay fast
+    from wan.text_encoder import WanTextEncoder
+    from wan.vae import WanVAE
 
 DEMO_SEED = 0  # seed of every random-weight demo component
 # The demo retrieval encoder: the fixtures' tiny AE layout (two stages fit an 8 x 8 latent frame).
@@ -120,12 +123,16 @@ def build_generator(cfg: InferenceConfig, device: torch.device, dtype: torch.dty
 
 
 def build_text_encoder(cfg: InferenceConfig, device: torch.device, dtype: torch.dtype) -> WanTextEncoder:
+    from wan.text_encoder import WanTextEncoder
+
     te = cfg.text_encoder
     text_len = model_preset(cfg.model_preset).text_len
     return WanTextEncoder.from_preset(te.preset, te.weights, te.tokenizer, device, dtype, text_len)
 
 
 def build_vae(cfg: InferenceConfig, device: torch.device, dtype: torch.dtype) -> WanVAE:
+    from wan.vae import WanVAE
+
     return WanVAE.from_preset(cfg.vae.preset, cfg.vae.checkpoint, device, dtype)
 
 

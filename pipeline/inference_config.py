@@ -15,7 +15,7 @@ from pipeline.rollout_config import DTYPES, RolloutConfig
 from utils.assets import RAG_DOWNLOAD, require_path
 from utils.config import ConfigError, load_config
 from wan.model_config import MODEL_PRESETS
-from wan.text_encoder import TEXT_ENCODER_PRESETS
+from wan.text_encoder_config import TEXT_ENCODER_PRESETS
 
 WAN_DIR = "wan_models/Wan2.1-T2V-1.3B"
 DEMO_PRESET = "demo"

@@ -14,8 +14,9 @@ from wan.text_encoder import (
     WanTextEncoder,
     clean_prompt,
     load_umt5_encoder,
-    text_encoder_preset,
+    umt5_config,
 )
+from wan.text_encoder_config import text_encoder_preset
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -67,7 +68,7 @@ def test_encode_zeroes_padding_like_reference_wrapper(t5_tiny, original_file):
 def test_umt5_xxl_preset_has_exactly_the_manifest_parameters():
     manifest = json.loads((FIXTURES / "manifest_umt5_xxl_encoder.json").read_text())
     with torch.device("meta"):
-        model = UMT5EncoderModel(text_encoder_preset("umt5-xxl").umt5_config())
+        model = UMT5EncoderModel(umt5_config(text_encoder_preset("umt5-xxl")))
     model_shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
     # The only model key without a file entry is transformers' alias of the token embedding.
     assert set(TIED_ALIASES) <= model_shapes.keys()

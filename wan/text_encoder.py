@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +19,7 @@ from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
 from utils.assets import WAN_DOWNLOAD, MissingAssetError, require_path
 from wan.t5_conversion import TIED_ALIASES, convert_wan_t5_state_dict
+from wan.text_encoder_config import BYTE_TOKENIZER_VOCAB, TextEncoderPreset, default_tokenizer_dir, text_encoder_preset
 
 # Fields that must agree between a preset and a Diffusers folder's config.json.
 _ARCH_FIELDS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
@@ -36,7 +36,7 @@ class ByteTokenizer:
 
     pad_id = 0
     eos_id = 1
-    vocab_size = 256 + 2
+    vocab_size = BYTE_TOKENIZER_VOCAB
 
     def __call__(self, prompts: list[str], text_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """ids, mask: [B, text_len] int64; truncation keeps the end-of-sequence token."""
@@ -67,43 +67,14 @@ def clean_prompt(prompt: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-@dataclass(frozen=True)
-class TextEncoderPreset:
-    vocab_size: int
-    d_model: int
-    d_kv: int
-    d_ff: int
-    num_layers: int
-    num_heads: int
-    num_buckets: int = 32
-    max_distance: int = 128
-    eps: float = 1e-6
-    # Presets with a seed may run without a weights file (random weights, built-in byte tokenizer).
-    demo_seed: int | None = None
-
-    def umt5_config(self) -> UMT5Config:
-        return UMT5Config(
-            vocab_size=self.vocab_size, d_model=self.d_model, d_kv=self.d_kv, d_ff=self.d_ff,
-            num_layers=self.num_layers, num_heads=self.num_heads,
-            relative_attention_num_buckets=self.num_buckets,
-            relative_attention_max_distance=self.max_distance,
-            feed_forward_proj="gated-gelu", dropout_rate=0.0, layer_norm_epsilon=self.eps,
-        )
-
-
-TEXT_ENCODER_PRESETS: dict[str, TextEncoderPreset] = {
-    "umt5-xxl": TextEncoderPreset(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240,
-                                  num_layers=24, num_heads=64),
-    # RANDOM weights, byte tokenizer: matches the `demo` DiT preset's text_dim 32.
-    "demo": TextEncoderPreset(vocab_size=ByteTokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64,
-                              num_layers=2, num_heads=4, demo_seed=0),
-}
-
-
-def text_encoder_preset(name: str) -> TextEncoderPreset:
-    if name not in TEXT_ENCODER_PRESETS:
-        raise KeyError(f"unknown text encoder preset '{name}'; choose one of {sorted(TEXT_ENCODER_PRESETS)}")
-    return TEXT_ENCODER_PRESETS[name]
+def umt5_config(preset: TextEncoderPreset) -> UMT5Config:
+    return UMT5Config(
+        vocab_size=preset.vocab_size, d_model=preset.d_model, d_kv=preset.d_kv, d_ff=preset.d_ff,
+        num_layers=preset.num_layers, num_heads=preset.num_heads,
+        relative_attention_num_buckets=preset.num_buckets,
+        relative_attention_max_distance=preset.max_distance,
+        feed_forward_proj="gated-gelu", dropout_rate=0.0, layer_norm_epsilon=preset.eps,
+    )
 
 
 def _first(keys, n: int = _SHOWN_KEYS) -> str:
@@ -191,14 +162,6 @@ def random_umt5_encoder(config: UMT5Config, seed: int, device: torch.device | st
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def default_tokenizer_dir(weights: str | Path) -> Path:
-    """Where the Wan download keeps the tokenizer, relative to the weights path."""
-    weights = Path(weights)
-    if weights.is_dir():
-        return weights.parent / "tokenizer"
-    return weights.parent / "google" / "umt5-xxl"
-
-
 Tokenizer = Callable[[list[str], int], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -226,7 +189,7 @@ class WanTextEncoder:
             else the Wan layout beside the weights (`google/umt5-xxl/`, or `../tokenizer/` for a folder).
         """
         spec = text_encoder_preset(preset)
-        config = spec.umt5_config()
+        config = umt5_config(spec)
         if weights is None:
             if spec.demo_seed is None:
                 raise MissingAssetError(
