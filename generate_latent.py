@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import timedelta
 
 import torch
 
@@ -27,13 +26,10 @@ from pipeline.latent_summary import corpus_summary, summary_lines, write_corpus_
 from pipeline.run_summary import random_weight_label
 from utils.assets import MissingAssetError
 from utils.config import ConfigError
-from utils.distributed import (DistInfo, barrier, cleanup_distributed, dist_info_from_env, gather_to_main,
-                               init_distributed, rank_device, shard)
+from utils.distributed import (UNEVEN_WORK_TIMEOUT, DistInfo, barrier, cleanup_distributed, dist_info_from_env,
+                               finish_distributed, gather_to_main, init_distributed, rank_device, shard)
 from utils.seeding import seed_everything
 from wan.model_config import model_preset
-
-# Ranks wait for the slowest one in the final gather; a resumed corpus can leave them very uneven.
-GATHER_TIMEOUT = timedelta(days=7)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,7 +54,7 @@ def run(cfg: GenerateLatentConfig, info: DistInfo) -> None:
     settings = hashed_settings(cfg, prompts, device.type, dtype_name)
     chash = config_hash(settings)
     claim_corpus_folder(cfg.output_folder, settings, chash, cfg.skip_existing, info.is_main)
-    init_distributed(info, device, timeout=GATHER_TIMEOUT)
+    init_distributed(info, device, timeout=UNEVEN_WORK_TIMEOUT)
     if info.is_main:
         repair_index(cfg.output_folder)
     barrier(info)  # no rank writes before the folder is repaired
@@ -73,6 +69,7 @@ def run(cfg: GenerateLatentConfig, info: DistInfo) -> None:
         summary = corpus_summary(cfg, all_records, chash, random_components, str(device), dtype_name,
                                  info.world_size, time.perf_counter() - start)
         print("\n".join(summary_lines(summary, write_corpus_summary(summary, cfg.output_folder))))
+    finish_distributed(info)
 
 
 def main(argv: list[str] | None = None) -> int:

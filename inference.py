@@ -19,8 +19,8 @@ from pipeline.run_summary import random_weight_label, run_summary, write_run_sum
 from pipeline.video_job import VideoJob, run_jobs, video_jobs
 from utils.assets import MissingAssetError
 from utils.config import ConfigError
-from utils.distributed import (DistInfo, cleanup_distributed, dist_info_from_env, gather_to_main, init_distributed,
-                               rank_device, shard)
+from utils.distributed import (UNEVEN_WORK_TIMEOUT, DistInfo, cleanup_distributed, dist_info_from_env, finish_distributed,
+                               gather_to_main, init_distributed, rank_device, shard)
 from utils.seeding import seed_everything
 
 
@@ -58,7 +58,7 @@ def run(cfg: InferenceConfig, info: DistInfo) -> None:
         print(random_weight_label(random_components), flush=True)
     require_assets(cfg)
     seed_everything(cfg.seed)
-    init_distributed(info, device)
+    init_distributed(info, device, timeout=UNEVEN_WORK_TIMEOUT)
     jobs = build_jobs(cfg, info)
     records = run_jobs(jobs, cfg, lambda: build_components(cfg, device, dtype), progress=info.is_main)
     gathered = gather_to_main(records, info)
@@ -67,6 +67,7 @@ def run(cfg: InferenceConfig, info: DistInfo) -> None:
         summary = run_summary(cfg, all_records, random_components, str(device), str(dtype).removeprefix("torch."),
                               info.world_size)
         report(summary, write_run_summary(summary, cfg.output_folder))
+    finish_distributed(info)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,10 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, LatentDataError, MissingAssetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if PartialState().is_main_process and result.history:
+    state = PartialState()
+    if state.is_main_process and result.history:
         last = result.history[-1]
         print(f"epoch {last['epoch']}: train total {last['train']['total']:.4f}, val total {last['val']['total']:.4f}; "
               f"best val total {result.best_val:.4f} at epoch {result.best_epoch} -> {cfg.output_dir}/best.pt")
+    # leave the process group together and explicitly: a gloo rank that exits with its process group
+    # alive, or tears it down while another rank still works, can abort at exit and fail the job
+    state.wait_for_everyone()
+    state.destroy_process_group()
     return 0
 
 

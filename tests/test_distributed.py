@@ -1,7 +1,16 @@
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
-from utils.distributed import DistInfo, dist_info_from_env, gather_to_main, rank_device, shard
+from utils.distributed import DistInfo, dist_info_from_env, finish_distributed, gather_to_main, rank_device, shard
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 128])
@@ -49,3 +58,43 @@ def test_rank_device_on_cpu_and_without_cuda():
 
 def test_gather_in_a_single_process_returns_own_object():
     assert gather_to_main({"a": 1}, DistInfo()) == [{"a": 1}]
+
+
+def test_finish_in_a_single_process_is_a_no_op():
+    finish_distributed(DistInfo())
+    assert not torch.distributed.is_initialized()
+
+
+FINISH_WORKER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import torch.distributed as dist
+    from utils.distributed import dist_info_from_env, finish_distributed, gather_to_main, init_distributed
+    import torch
+
+    info = dist_info_from_env()
+    marker = Path(sys.argv[1])
+    init_distributed(info, torch.device("cpu"))
+    gathered = gather_to_main(info.rank, info)
+    if info.is_main:
+        time.sleep(2.0)  # rank 0 writes the run summary after the gather
+        marker.write_text(str(gathered))
+    finish_distributed(info)
+    assert not dist.is_initialized()
+    if not info.is_main:  # rank 1 leaves only after rank 0 has finished its work
+        assert marker.read_text() == "[0, 1]", "rank 1 tore the process group down before rank 0 was done"
+""")
+
+
+def test_finish_lets_no_rank_tear_down_before_rank_0_is_done(tmp_path):
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "worker.py"
+    script.write_text(FINISH_WORKER)
+    marker = tmp_path / "rank0_done.txt"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                             str(port), str(script), str(marker)], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert marker.read_text() == "[0, 1]"

@@ -16,6 +16,11 @@ import torch.distributed as dist
 
 T = TypeVar("T")
 
+# Bound on every collective of a job whose ranks do independent, unevenly long work (videos, corpus
+# shards) and only meet at the start and the end: a rank that finishes hours before the others (e.g.
+# all its videos were already done on a resume) waits in the final gather instead of timing out.
+UNEVEN_WORK_TIMEOUT = timedelta(days=7)
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -59,7 +64,7 @@ def init_distributed(info: DistInfo, device: torch.device, timeout: timedelta | 
     """Join the process group (nccl on CUDA, gloo on CPU); a no-op for a single process.
 
     `timeout` bounds every collective (torch's default when None); a rank that finishes its share
-    long before the others waits in the final gather, so long uneven runs pass a long timeout.
+    long before the others waits in the final gather, so long uneven runs pass UNEVEN_WORK_TIMEOUT.
     """
     if not info.is_distributed or dist.is_initialized():
         return
@@ -78,6 +83,18 @@ def barrier(info: DistInfo) -> None:
 def cleanup_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def finish_distributed(info: DistInfo) -> None:
+    """Leave the process group together at the end of a successful run.
+
+    Every rank waits until all ranks (rank 0 included, after writing the run summary) are done, and
+    only then tears its connections down. Without this, a rank that finished first tore down gloo
+    while rank 0 was still working and could abort at exit (SIGABRT), which fails the whole torchrun
+    job after all outputs were written.
+    """
+    barrier(info)
+    cleanup_distributed()
 
 
 def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
