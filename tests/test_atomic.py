@@ -46,6 +46,14 @@ def test_overwrite_and_torch_roundtrip(tmp_path):
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.arange(4))
 
 
+def test_torch_save_bytes_do_not_depend_on_the_temporary_name(tmp_path):
+    atomic_torch_save({"a": torch.arange(5)}, tmp_path / "one.pt")
+    atomic_torch_save({"a": torch.arange(5)}, tmp_path / "one.pt.copy")
+    data = (tmp_path / "one.pt").read_bytes()
+    assert data == (tmp_path / "one.pt.copy").read_bytes()
+    assert b".tmp" not in data and b"archive/data.pkl" in data
+
+
 def test_stale_temporaries_of_killed_writers_are_found_and_removed(tmp_path):
     final = tmp_path / "0000-0.mp4"
     context = atomic_path(final)

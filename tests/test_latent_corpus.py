@@ -45,6 +45,21 @@ def test_write_then_read_round_trip_keeps_values_dtype_and_metadata(tmp_path):
     assert lc.is_corpus(tmp_path) and lc.verify_video(path)
 
 
+def test_same_content_gives_byte_identical_files_in_any_metadata_order(tmp_path):
+    x = latents(5, seed=3)
+    meta = {"prompt": "ein Kätzchen 🐈 \"surft\"\n", "seed": 11, "backbone": "longlive", "config_hash": "ab12"}
+    a = lc.write_video(tmp_path / "a", "v", x, meta)
+    b = lc.write_video(tmp_path / "b", "v", x, dict(reversed(list(meta.items()))))
+    assert a.read_bytes() == b.read_bytes()
+    assert (tmp_path / "a" / "index.json").read_bytes() == (tmp_path / "b" / "index.json").read_bytes()
+    data = a.read_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    assert header_len % 8 == 0 and list(json.loads(data[8 : 8 + header_len])["__metadata__"]) == sorted(
+        lc.read_metadata(a))
+    assert lc.verify_video(a) and torch.equal(lc.read_frames(a, 0, 5), x)
+    assert lc.read_metadata(a)["prompt"] == meta["prompt"]
+
+
 def test_read_frames_out_of_range_names_the_file(tmp_path):
     path = lc.write_video(tmp_path, "v", latents(5), {})
     with pytest.raises(lc.CorpusError, match=r"v\.safetensors.*\[3, 6\)"):
@@ -88,11 +103,13 @@ def test_verify_video_rejects_truncated_mislabelled_missing_files(tmp_path):
 def test_failed_write_leaves_no_file_and_no_index_entry(tmp_path, monkeypatch):
     lc.write_video(tmp_path, "first", latents(4), {})
 
-    def crash(tensors, filename, metadata):
-        Path(filename).write_bytes(b"partial")
+    write_bytes = Path.write_bytes
+
+    def crash(path, data):  # killed halfway through writing the file
+        write_bytes(path, data[: len(data) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lc, "save_file", crash)
+    monkeypatch.setattr(Path, "write_bytes", crash)
     with pytest.raises(KeyboardInterrupt):
         lc.write_video(tmp_path, "second", latents(4), {})
     assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["first.safetensors"]

@@ -20,7 +20,6 @@ The scene bank depends only on (seed, num_scenes, channels, height, width) and v
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from utils.atomic import atomic_path, atomic_write_text
+from utils.atomic import atomic_torch_save, atomic_write_text
 
 SCENES_FILE = "scenes.json"
 WAVES_PER_CHANNEL = 4
@@ -138,15 +137,6 @@ def video_name(index: int) -> str:
     return f"latent_{index:06d}.pt"
 
 
-def save_tensor(tensor: torch.Tensor, path: Path) -> None:
-    # torch.save names the archive after the file it writes to; saving to a buffer keeps the
-    # bytes independent of the temporary name, so reruns give byte-identical files
-    buffer = io.BytesIO()
-    torch.save(tensor, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
-
-
 def write_toy_dataset(cfg: ToyConfig, out: str | Path, progress: bool = True) -> Path:
     cfg.validate()
     out = Path(out)
@@ -154,7 +144,7 @@ def write_toy_dataset(cfg: ToyConfig, out: str | Path, progress: bool = True) ->
     scenes = {}
     for i in tqdm(range(cfg.num_videos), desc="toy videos", disable=not progress):
         latents, ids = make_video(cfg, bank, i)
-        save_tensor(latents, out / video_name(i))
+        atomic_torch_save(latents, out / video_name(i))
         scenes[video_name(i)] = ids
     # written last: a folder with scenes.json is complete
     atomic_write_text(json.dumps({"config": asdict(cfg), "videos": scenes}) + "\n", out / SCENES_FILE)

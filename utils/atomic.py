@@ -54,8 +54,10 @@ def remove_stale_temporaries(path: str | os.PathLike) -> int:
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through a file object: torch.save names the archive inside the file after a path it is given,
+    # which would put the temporary name into the file and make equal objects give different bytes
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:

@@ -21,7 +21,9 @@ Writes are atomic: a video file is written under a temporary name and renamed, a
 added to the index (itself rewritten atomically under a file lock, so several processes may
 write into one corpus). A file that exists under its final name is therefore complete; a crash
 between the rename and the index update leaves a complete file that `rebuild_index` re-lists.
-Readers slice frames through safetensors' memory map, so a chunk costs only its own bytes.
+Files are deterministic: the same latents and metadata give byte-identical video files (header
+keys sorted) and index. Readers slice frames through safetensors' memory map, so a chunk costs
+only its own bytes.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from typing import Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from utils.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
 
@@ -79,6 +81,21 @@ def _header_metadata(latents: torch.Tensor, metadata: Mapping[str, object]) -> d
     return header
 
 
+def _canonical_safetensors(latents: torch.Tensor, header: Mapping[str, str]) -> bytes:
+    """The safetensors file of `latents` with its JSON header keys sorted.
+
+    safetensors serialises the metadata from a hash map, so the same video would get a different
+    key order, hence different bytes, in every process. Re-serialising the header with sorted keys
+    (same alignment padding, data untouched) makes equal content give equal files.
+    """
+    raw = safetensors_bytes({TENSOR_KEY: latents}, metadata=dict(header))
+    header_len = int.from_bytes(raw[:8], "little")
+    header_json = json.loads(raw[8 : 8 + header_len])
+    text = json.dumps(header_json, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data section starts 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + raw[8 + header_len :]
+
+
 def write_video(
     corpus_dir: str | os.PathLike, video_id: str, latents: torch.Tensor, metadata: Mapping[str, object]
 ) -> Path:
@@ -88,8 +105,9 @@ def write_video(
     path = video_path(corpus_dir, video_id)
     header = _header_metadata(latents, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = _canonical_safetensors(latents.detach().cpu().contiguous(), header)
     with atomic_path(path) as tmp:
-        save_file({TENSOR_KEY: latents.detach().cpu().contiguous()}, str(tmp), metadata=header)
+        tmp.write_bytes(data)
     add_to_index(corpus_dir, {video_id: index_entry(path)})
     return path
 
@@ -179,8 +197,8 @@ def _index_lock(corpus_dir: Path) -> Iterator[None]:
 
 
 def _write_index(corpus_dir: Path, videos: Mapping[str, dict]) -> None:
-    data = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "videos": dict(sorted(videos.items()))}
-    atomic_write_text(json.dumps(data, indent=1) + "\n", corpus_dir / INDEX_FILE)
+    data = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "videos": videos}
+    atomic_write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", corpus_dir / INDEX_FILE)
 
 
 def add_to_index(corpus_dir: str | os.PathLike, entries: Mapping[str, dict]) -> None:
