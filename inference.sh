@@ -8,8 +8,8 @@
 #   key=value config overrides, e.g. num_output_frames=240 output_folder=videos/cf_60s
 #
 # Environment:
-#   GPU=0,1        GPUs to use (CUDA_VISIBLE_DEVICES); default: all visible
-#   NPROC=n        processes on this node; default: one per GPU, or 1 without a GPU (CPU, gloo)
+#   GPU=0,1        GPUs to use (CUDA_VISIBLE_DEVICES; GPUS= works too); default: all visible
+#   NPROC=n        processes on this node (NGPU= works too); default: one per GPU, or 1 without a GPU (CPU, gloo)
 #   PORT=p         rendezvous port; default: a free port
 #   TORCHRUN_ARGS  extra torchrun flags for multi-node runs, e.g. "--nnodes 2 --node_rank 0 --master_addr host0"
 #                  (set PORT to the same value on every node)
@@ -23,7 +23,7 @@ usage() {
     echo "usage: bash inference.sh <backbone> <method> [key=value ...]"
     echo "  backbones: ${BACKBONES[*]}"
     echo "  methods:   ${METHODS[*]}"
-    echo "  env:       GPU=0,1 NPROC=n PORT=p TORCHRUN_ARGS='...'"
+    echo "  env:       GPU=0,1 (or GPUS=) NPROC=n (or NGPU=) PORT=p TORCHRUN_ARGS='...'"
 }
 
 one_of() {
@@ -46,4 +46,4 @@ if ! one_of "$method" "${METHODS[@]}"; then
 fi
 
 source utils/torchrun_launch.sh
-launch_torchrun "${GPU:-}" "${NPROC:-}" inference.py --config "configs/${backbone}_${method}.yaml" "$@"
+launch_torchrun inference.py --config "configs/${backbone}_${method}.yaml" "$@"

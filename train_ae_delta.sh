@@ -8,8 +8,8 @@
 # Environment:
 #   CONFIG=path    YAML config; default ae/configs/ae_delta.yaml
 #                  (base_ae.yaml: AE only; toy_delta.yaml / toy_base.yaml: the CPU toy demo)
-#   GPU=0,1        GPUs to use (CUDA_VISIBLE_DEVICES); default: all visible
-#   NPROC=n        processes on this node; default: one per GPU, or 1 without a GPU (CPU, gloo)
+#   GPU=0,1        GPUs to use (CUDA_VISIBLE_DEVICES; GPUS= works too); default: all visible
+#   NPROC=n        processes on this node (NGPU= works too); default: one per GPU, or 1 without a GPU (CPU, gloo)
 #   PORT=p         rendezvous port; default: a free port
 #   TORCHRUN_ARGS  extra torchrun flags for multi-node runs, e.g. "--nnodes 2 --node_rank 0 --master_addr host0"
 #                  (set PORT to the same value on every node)
@@ -23,4 +23,4 @@ fi
 
 CONFIG=${CONFIG:-ae/configs/ae_delta.yaml}
 source utils/torchrun_launch.sh
-launch_torchrun "${GPU:-}" "${NPROC:-}" train_ae_delta.py --config "$CONFIG" "$@"
+launch_torchrun train_ae_delta.py --config "$CONFIG" "$@"

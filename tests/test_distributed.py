@@ -98,3 +98,41 @@ def test_finish_lets_no_rank_tear_down_before_rank_0_is_done(tmp_path):
                             timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert marker.read_text() == "[0, 1]"
+
+
+def launch(tmp_path: Path, command: str, env: dict) -> subprocess.CompletedProcess:
+    """Run `bash <command> k=v` with a stand-in `python` that prints what torchrun would have been given."""
+    fake = tmp_path / "bin" / "python"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\necho "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset} $*"\n')
+    fake.chmod(0o755)
+    clean = {k: v for k, v in os.environ.items() if k not in ("GPU", "GPUS", "NPROC", "NGPU", "CUDA_VISIBLE_DEVICES")}
+    return subprocess.run(["bash", *command.split(), "k=v"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**clean, "PATH": f"{fake.parent}:{os.environ['PATH']}", "PORT": "29999", **env})
+
+
+# launcher command -> the entry point and config it hands to torchrun
+LAUNCHERS = {
+    "inference.sh demo native": "inference.py --config configs/demo_native.yaml",
+    "generate_latent.sh": "generate_latent.py --config configs/generate_latent.yaml",
+    "train_ae_delta.sh": "train_ae_delta.py --config ae/configs/ae_delta.yaml",
+}
+
+
+@pytest.mark.parametrize("command", LAUNCHERS)
+@pytest.mark.parametrize("env", [{"GPU": "0,2", "NPROC": "3"}, {"GPUS": "0,2", "NGPU": "3"},
+                                 {"GPU": "0,2", "GPUS": "0,2", "NPROC": "3", "NGPU": "3"}])
+def test_every_launcher_takes_either_spelling_of_devices_and_processes(tmp_path, command, env):
+    result = launch(tmp_path, command, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"CUDA_VISIBLE_DEVICES=0,2 -m torch.distributed.run --nproc_per_node 3 --master_port 29999 {LAUNCHERS[command]} k=v")
+
+
+@pytest.mark.parametrize("command", LAUNCHERS)
+def test_launcher_refuses_two_spellings_that_disagree(tmp_path, command):
+    result = launch(tmp_path, command, {"NPROC": "2", "NGPU": "4"})
+    assert result.returncode == 2 and result.stdout == ""
+    assert "NPROC=2 and NGPU=4 disagree" in result.stderr
+    result = launch(tmp_path, command, {"GPU": "0", "GPUS": "1"})
+    assert result.returncode == 2 and "GPU=0 and GPUS=1 disagree" in result.stderr

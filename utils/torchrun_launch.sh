@@ -1,15 +1,29 @@
 # Sourced by inference.sh, generate_latent.sh and train_ae_delta.sh: start a Python entry point
 # under torchrun on this node.
 #
-#   launch_torchrun GPUS NPROC SCRIPT [ARGS ...]
+#   launch_torchrun SCRIPT [ARGS ...]
 #
-#   GPUS   comma-separated GPU ids for CUDA_VISIBLE_DEVICES, or empty for all visible
-#   NPROC  processes on this node, or empty for one per visible GPU (1 without a GPU: CPU, gloo)
-# Environment: PORT (rendezvous port; default a free one; multi-node: the same value on every
-# node) and TORCHRUN_ARGS (extra torchrun flags, e.g. "--nnodes 2 --node_rank 0 --master_addr host0").
+# Environment (each script accepts both spellings; setting both to different values is an error):
+#   GPU or GPUS      comma-separated GPU ids for CUDA_VISIBLE_DEVICES; default: all visible
+#   NPROC or NGPU    processes on this node; default: one per visible GPU (1 without a GPU: CPU, gloo)
+#   PORT             rendezvous port; default: a free one (multi-node: the same value on every node)
+#   TORCHRUN_ARGS    extra torchrun flags, e.g. "--nnodes 2 --node_rank 0 --master_addr host0"
+
+# Print the value of whichever of two variables is set; fail naming both if they disagree.
+_one_setting() {
+    local first=$1 second=$2
+    local a=${!first:-} b=${!second:-}
+    if [[ -n "$a" && -n "$b" && "$a" != "$b" ]]; then
+        echo "$first=$a and $second=$b disagree: they are two names of one setting; set one of them" >&2
+        return 2
+    fi
+    echo "${a:-$b}"
+}
+
 launch_torchrun() {
-    local gpus=$1 nproc=$2
-    shift 2
+    local gpus nproc
+    gpus=$(_one_setting GPU GPUS) || exit 2
+    nproc=$(_one_setting NPROC NGPU) || exit 2
     if [[ -n "$gpus" ]]; then
         export CUDA_VISIBLE_DEVICES=$gpus
     fi
