@@ -16,19 +16,21 @@ import time
 
 import torch
 
-from pipeline.build import build_components, random_weight_components, require_assets, resolve_dtype
-from pipeline.corpus_folder import claim_corpus_folder, repair_index
-from pipeline.generate_latent_config import GenerateLatentConfig, config_hash, hashed_settings, load_generate_latent_config
-from pipeline.inference_config import read_prompts
-from pipeline.latent_generation import CorpusRun, run_latent_jobs
-from pipeline.latent_job import latent_jobs
-from pipeline.latent_summary import corpus_summary, summary_lines, write_corpus_summary
-from pipeline.run_summary import random_weight_label
+from corpus.config import GenerateLatentConfig, config_hash, hashed_settings, load_generate_latent_config
+from corpus.folder import claim_corpus_folder, repair_index
+from corpus.generation import CorpusRun, run_latent_jobs
+from corpus.jobs import latent_jobs
+from corpus.summary import corpus_summary, summary_lines, write_corpus_summary
+from inference_job.summary import random_weight_label
+from pipeline.build import build_components, random_weight_components, require_assets
+from pipeline.generation_config import read_prompts
 from utils.assets import MissingAssetError
 from utils.config import ConfigError
+from utils.dtypes import compute_dtype, dtype_name
 from utils.distributed import (UNEVEN_WORK_TIMEOUT, DistInfo, barrier, cleanup_distributed, dist_info_from_env,
                                finish_distributed, gather_to_main, init_distributed, rank_device, shard)
 from utils.seeding import seed_everything
+from wan.geometry import LatentGeometry
 from wan.model_config import model_preset
 
 
@@ -41,17 +43,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(cfg: GenerateLatentConfig, info: DistInfo) -> None:
     start = time.perf_counter()
-    icfg = cfg.inference_config()
     device = rank_device(cfg.device, info)
-    dtype = resolve_dtype(cfg.dtype, device)
-    dtype_name = str(dtype).removeprefix("torch.")
-    random_components = random_weight_components(icfg)
+    dtype = compute_dtype(cfg.dtype, device)
+    run_dtype = dtype_name(dtype)
+    random_components = random_weight_components(cfg)
     if info.is_main and random_components:
         print(random_weight_label(random_components), flush=True)
-    require_assets(icfg)
+    require_assets(cfg)
     seed_everything(cfg.seed)
-    prompts = read_prompts(icfg)
-    settings = hashed_settings(cfg, prompts, device.type, dtype_name)
+    prompts = read_prompts(cfg)
+    settings = hashed_settings(cfg, prompts, device.type, run_dtype)
     chash = config_hash(settings)
     claim_corpus_folder(cfg.output_folder, settings, chash, cfg.skip_existing, info.is_main)
     init_distributed(info, device, timeout=UNEVEN_WORK_TIMEOUT)
@@ -60,13 +61,13 @@ def run(cfg: GenerateLatentConfig, info: DistInfo) -> None:
     barrier(info)  # no rank writes before the folder is repaired
 
     jobs = shard(latent_jobs(prompts, cfg.sample_ratio, cfg.seed), info.rank, info.world_size)
-    frame_shape = [model_preset(cfg.model_preset).in_dim, cfg.latent_height, cfg.latent_width]
-    corpus = CorpusRun(cfg, chash, frame_shape, device, lambda: build_components(icfg, device, dtype))
+    frame_shape = list(LatentGeometry.of(model_preset(cfg.model_preset), cfg.latent_height, cfg.latent_width).frame_shape)
+    corpus = CorpusRun(cfg, chash, frame_shape, device, lambda: build_components(cfg, device, dtype))
     records = run_latent_jobs(corpus, jobs, info.rank, info.world_size)
     gathered = gather_to_main(records, info)
     if info.is_main:
         all_records = [record for rank_records in gathered for record in rank_records]
-        summary = corpus_summary(cfg, all_records, chash, random_components, str(device), dtype_name,
+        summary = corpus_summary(cfg, all_records, chash, random_components, str(device), run_dtype,
                                  info.world_size, time.perf_counter() - start)
         print("\n".join(summary_lines(summary, write_corpus_summary(summary, cfg.output_folder))))
     finish_distributed(info)

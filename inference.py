@@ -13,12 +13,14 @@ import sys
 
 import torch
 
-from pipeline.build import build_components, random_weight_components, require_assets, resolve_dtype
-from pipeline.inference_config import InferenceConfig, load_inference_config, read_prompts
-from pipeline.run_summary import random_weight_label, run_summary, write_run_summary
-from pipeline.video_job import VideoJob, run_jobs, video_jobs
+from inference_job.config import InferenceConfig, load_inference_config
+from inference_job.summary import random_weight_label, run_summary, write_run_summary
+from inference_job.video_job import VideoJob, run_jobs, video_jobs
+from pipeline.build import build_components, random_weight_components, require_assets
+from pipeline.generation_config import read_prompts
 from utils.assets import MissingAssetError
 from utils.config import ConfigError
+from utils.dtypes import compute_dtype, dtype_name
 from utils.distributed import (UNEVEN_WORK_TIMEOUT, DistInfo, cleanup_distributed, dist_info_from_env, finish_distributed,
                                gather_to_main, init_distributed, rank_device, shard)
 from utils.seeding import seed_everything
@@ -52,7 +54,7 @@ def report(summary: dict, path) -> None:
 
 def run(cfg: InferenceConfig, info: DistInfo) -> None:
     device = rank_device(cfg.device, info)
-    dtype = resolve_dtype(cfg.dtype, device)
+    dtype = compute_dtype(cfg.dtype, device)
     random_components = random_weight_components(cfg)
     if info.is_main and random_components:
         print(random_weight_label(random_components), flush=True)
@@ -64,7 +66,7 @@ def run(cfg: InferenceConfig, info: DistInfo) -> None:
     gathered = gather_to_main(records, info)
     if info.is_main:
         all_records = [record for rank_records in gathered for record in rank_records]
-        summary = run_summary(cfg, all_records, random_components, str(device), str(dtype).removeprefix("torch."),
+        summary = run_summary(cfg, all_records, random_components, str(device), dtype_name(dtype),
                               info.world_size)
         report(summary, write_run_summary(summary, cfg.output_folder))
     finish_distributed(info)

@@ -35,10 +35,6 @@ class WanModelConfig:
     def head_dim(self) -> int:
         return self.dim // self.num_heads
 
-    def tokens_per_frame(self, latent_h: int, latent_w: int) -> int:
-        _, ph, pw = self.patch_size
-        return (latent_h // ph) * (latent_w // pw)
-
     @classmethod
     def from_dict(cls, d: dict) -> "WanModelConfig":
         """Build from a reference-style dict; keys that describe the model type only are skipped."""

@@ -7,7 +7,7 @@ import statistics
 from importlib import metadata
 from pathlib import Path
 
-from pipeline.inference_config import InferenceConfig
+from inference_job.config import InferenceConfig
 from utils.atomic import atomic_write_text
 from utils.config import config_to_dict
 

@@ -5,8 +5,8 @@ import json
 import statistics
 from pathlib import Path
 
-from pipeline.generate_latent_config import GenerateLatentConfig
-from pipeline.run_summary import package_versions, random_weight_label
+from corpus.config import GenerateLatentConfig
+from inference_job.summary import package_versions, random_weight_label
 from utils.atomic import atomic_write_text
 from utils.config import config_to_dict
 
