@@ -6,9 +6,10 @@ import statistics
 from pathlib import Path
 
 from corpus.config import GenerateLatentConfig
-from inference_job.summary import package_versions, random_weight_label
+from pipeline.build import random_weight_label
 from utils.atomic import atomic_write_text
 from utils.config import config_to_dict
+from utils.versions import package_versions
 
 SUMMARY_NAME = "summary.json"
 GB = 1e9

@@ -18,7 +18,9 @@ from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor, FrameDesc
 from pipeline.generation_config import AdapterConfig, GenerationConfig
 from pipeline.rollout_config import ModelKwargs
 from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError
-from utils.seeding import DEMO_SEED, seeded
+from utils.distributed import DistInfo, rank_device
+from utils.dtypes import compute_dtype
+from utils.seeding import DEMO_SEED, seed_everything, seeded
 from wan.checkpoint import load_backbone_checkpoint
 from wan.lora import apply_lora
 from wan.model import CausalWanModel
@@ -58,6 +60,14 @@ def random_weight_components(cfg: GenerationConfig) -> list[str]:
     if cfg.model_kwargs.uses_encoder and cfg.model_kwargs.ae_ckpt is None:
         names.append("retrieval encoder")
     return names
+
+
+def random_weight_label(random_components: list[str]) -> str | None:
+    """The banner of runs with random weights (None for a run on real weights)."""
+    if not random_components:
+        return None
+    return (f"RANDOM-WEIGHT DEMO: {', '.join(random_components)} have random weights. The videos show the "
+            "pipeline and its output files, not the quality of any backbone or of retrieval.")
 
 
 def required_assets(cfg: GenerationConfig) -> list[tuple[str, str, str]]:
@@ -154,6 +164,26 @@ def load_descriptor(mk: ModelKwargs, frame: tuple[int, int, int], device: torch.
 
 def build_descriptor(cfg: GenerationConfig, mcfg: WanModelConfig, device: torch.device) -> FrameDescriptor | None:
     return load_descriptor(cfg.model_kwargs, (mcfg.in_dim, cfg.latent_height, cfg.latent_width), device)
+
+
+@dataclass
+class RunSetup:
+    device: torch.device
+    dtype: torch.dtype
+    random_components: list[str]  # built with random weights (demo presets)
+
+
+def prepare_run(cfg: GenerationConfig, info: DistInfo) -> RunSetup:
+    """This rank's device and dtype; the random-weight banner (main rank); every file checked; seeds set.
+
+    Nothing is loaded yet, so a missing file fails in seconds."""
+    device = rank_device(cfg.device, info)
+    random_components = random_weight_components(cfg)
+    if info.is_main and random_components:
+        print(random_weight_label(random_components), flush=True)
+    require_assets(cfg)
+    seed_everything(cfg.seed)
+    return RunSetup(device, compute_dtype(cfg.dtype, device), random_components)
 
 
 def build_components(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> InferenceComponents:
