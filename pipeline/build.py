@@ -187,8 +187,8 @@ def prepare_run(cfg: GenerationConfig, info: DistInfo) -> RunSetup:
 
 
 def build_components(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> InferenceComponents:
-    """Everything a run needs. The descriptor is built first: it is small and fails fast on a bad ae_ckpt."""
-    require_assets(cfg)
+    """Everything a run needs (files were checked by prepare_run). The descriptor is built first: it is
+    small and fails fast on a bad ae_ckpt."""
     mcfg = model_preset(cfg.model_preset)
     descriptor = build_descriptor(cfg, mcfg, device)
     return InferenceComponents(

@@ -4,7 +4,7 @@ Every shape constant of the backbone (width, depth, heads, text length) lives he
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
