@@ -110,11 +110,11 @@ def build_generator(cfg: InferenceConfig, device: torch.device, dtype: torch.dty
     if cfg.generator_ckpt is None:
         with _seeded(DEMO_SEED):
             model = CausalWanModel(mcfg)
-        model = model.to(device=device, dtype=dtype)
+        model = model.to(device).to_inference_dtype(dtype)
     else:
         # Built without memory, then filled by the strict load: every parameter comes from the file.
         with torch.device("meta"):
-            model = CausalWanModel(mcfg).to(dtype)
+            model = CausalWanModel(mcfg).to_inference_dtype(dtype)
         model = model.to_empty(device=device)
         load_backbone_checkpoint(model, cfg.generator_ckpt, use_ema=cfg.use_ema, strict=True)
     if cfg.lora_ckpt is not None:
