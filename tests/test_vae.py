@@ -105,7 +105,7 @@ def test_strict_load_names_file_and_keys(fx, tmp_path):
 
 
 def test_missing_file_names_path_and_download(tmp_path):
-    with pytest.raises(MissingAssetError, match="hf download Wan-AI/Wan2.1-T2V-1.3B") as err:
+    with pytest.raises(MissingAssetError, match="python -m utils.download") as err:
         WanVAE.from_preset("wan2.1", tmp_path / "Wan2.1_VAE.pth")
     assert "Wan2.1_VAE.pth" in str(err.value)
 
