@@ -41,6 +41,9 @@ class DriftConfig:
     vde_chunks: int = 10  # N of the Video Drift Error
     vde_weighting: str = "linear"  # linear: w_i = N - i + 1; log: ln(N - i + 1)
     use_ae: bool = True  # retrieval-AE embedding curves (needs <stem>.latents.pt)
+    # one encoder for every run so the curves compare; None = the runs' own model_kwargs.ae_ckpt
+    # (the demo AE for demo runs)
+    ae_ckpt: str | None = None
 
 
 @dataclass

@@ -47,6 +47,10 @@ class RunInfo:
     stems: tuple[str, ...]
 
     @property
+    def fps(self) -> float:
+        return float(FPS)  # inference writes every mp4 at Wan's frame rate
+
+    @property
     def seconds(self) -> float:
         return self.num_latent_frames * VIDEO_FRAMES_PER_LATENT / FPS
 
