@@ -22,9 +22,9 @@ from evaluation.run_folder import RunFolderError, read_run
 from evaluation.vbench_env import VBenchUnavailable
 from evaluation.vbench_runner import VBenchRunError
 from utils.atomic import atomic_write_text
-from utils.config import ConfigError
+from utils.config import ConfigError, config_to_dict
 from utils.distributed import (UNEVEN_WORK_TIMEOUT, DistInfo, cleanup_distributed, dist_info_from_env, finish_distributed,
-                               init_distributed, rank_device)
+                               gather_to_main, init_distributed, rank_device)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,12 +50,14 @@ def run(cfg: EvaluateConfig, info: DistInfo) -> None:
     init_distributed(info, device, timeout=UNEVEN_WORK_TIMEOUT)
     log = print if info.is_main else (lambda _: None)
     scoring = run_scoring(cfg, runs, info, device, log)
+    per_rank = gather_to_main({"scored": scoring["scored"], "kept": scoring["kept"]}, info)
     if info.is_main:
         scoring["project_commit"] = project_commit()
         path = write_report(cfg, runs, scoring)
-        meta = {"config": cfg.__class__.__name__, "run_folders": cfg.run_folders, "world_size": info.world_size,
-                "rank0_scored": scoring["scored_here"], "rank0_kept": scoring["kept"],
-                "rank0_wall_seconds": time.perf_counter() - start, **scoring}
+        # run facts, not results: the only output file that depends on the process count
+        meta = {"run_folders": cfg.run_folders, "world_size": info.world_size, "per_rank": per_rank,
+                "wall_seconds": time.perf_counter() - start, "settings": scoring["settings"],
+                "project_commit": scoring["project_commit"], "config": config_to_dict(cfg)}
         atomic_write_text(json.dumps(meta, indent=1, default=str), path.parent / "evaluation.json")
         print(f"report: {path}")
         vbench = scoring["settings"]["vbench"]

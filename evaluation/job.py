@@ -197,4 +197,5 @@ def run_scoring(cfg: EvaluateConfig, runs: list[RunInfo], info: DistInfo, device
             progress.update()
     progress.close()
     barrier(info)
-    return {"settings": settings, "scored_here": len(pending), "kept": len(mine) - len(pending)}
+    return {"settings": settings, "scored": [f"{item.run.run_id}/{item.stem}" for item in pending],
+            "kept": [f"{item.run.run_id}/{item.stem}" for item in mine if item not in pending]}
