@@ -142,7 +142,11 @@ def ensure_venv(cfg: VBenchConfig, log) -> dict:
         return versions
     log(f"creating the VBench venv {cfg.venv} (first use; several GB of downloads from PyPI and {cfg.torch_index_url})")
     for command in install_commands(cfg):
-        result = subprocess.run(command, capture_output=True, text=True)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+        except OSError as err:
+            raise VBenchUnavailable(f"building the VBench venv failed: cannot run '{command[0]}' ({err}); install "
+                                    f"Python 3.10 or point vbench.python at an interpreter") from None
         if result.returncode != 0:
             raise VBenchUnavailable(f"building the VBench venv failed at: {' '.join(command)}\n{result.stderr[-3000:]}\n"
                                     f"Install by hand with the same commands, then write {Path(cfg.venv) / MARKER}")
