@@ -51,7 +51,7 @@ class EvaluateConfig:
     run_folders: list[str] = field(default_factory=list)
     output_folder: str = "reports/eval"
     skip_existing: bool = True  # resume: keep finished per-video scores whose settings match
-    device: str = "auto"  # for the retrieval AE; the other drift metrics run on the CPU
+    device: str = "auto"  # drift metrics and the retrieval AE (auto: this rank's GPU, else the CPU)
     plot_dpi: int = 100
     vbench: VBenchConfig = field(default_factory=VBenchConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)

@@ -145,14 +145,14 @@ def finished(path: Path, settings: dict) -> bool:
         return False
 
 
-def score_video(item: VideoItem, cfg: EvaluateConfig, embedder: Embedder | None, ae_reason: str | None,
-                vbench: dict | None, settings: dict) -> dict:
+def score_video(item: VideoItem, cfg: EvaluateConfig, device: torch.device, embedder: Embedder | None,
+                ae_reason: str | None, vbench: dict, settings: dict) -> dict:
     run, stem = item.run, item.stem
     frames = read_frames(run.video(stem))
     fps = run.fps
     record = {"run_id": run.run_id, "stem": stem, "settings": settings,
               "provenance": {"project_commit": project_commit()}, "vbench": vbench,
-              "pixels": pixel_scores(frames, fps, cfg.drift)}
+              "pixels": pixel_scores(frames, fps, cfg.drift, device)}
     latents_path = run.latents(stem)
     if not latents_path.is_file():
         record["latents"] = {"skipped": f"no {latents_path.name} (generate with save_latents=true)"}
@@ -192,7 +192,7 @@ def run_scoring(cfg: EvaluateConfig, runs: list[RunInfo], info: DistInfo, device
         for item in batch:
             result = ({**scored[item.vbench_name], **settings["vbench"]} if scored is not None
                       else settings["vbench"])
-            record = score_video(item, cfg, embedder, ae[2], result, settings)
+            record = score_video(item, cfg, device, embedder, ae[2], result, settings)
             atomic_write_text(json.dumps(record, indent=1), score_path(cfg.output_folder, item.run, item.stem))
             progress.update()
     progress.close()

@@ -22,9 +22,9 @@ def clip_summaries(series: dict[str, np.ndarray], num_frames: int, fps: float, s
             for i, (start, end) in enumerate(clip_ranges(num_frames, fps, seconds))]
 
 
-def pixel_scores(frames: np.ndarray, fps: float, cfg: DriftConfig) -> dict:
+def pixel_scores(frames: np.ndarray, fps: float, cfg: DriftConfig, device: torch.device = torch.device("cpu")) -> dict:
     """frames: [T, H, W, 3] uint8 -> clip summaries, drift curves, VDE and first-vs-last drift."""
-    stats = frame_stats(frames)
+    stats = frame_stats(frames, device)
     curves = drift_curves(stats, fps, cfg.reference_seconds)
     per_frame = {"sharpness": stats.sharpness, "luminance": stats.luminance, "lab_l": stats.lab_mean[:, 0],
                  "lab_a": stats.lab_mean[:, 1], "lab_b": stats.lab_mean[:, 2], "motion": stats.motion}
