@@ -41,11 +41,6 @@ def check_video_name(name: str) -> str:
     return name
 
 
-def clip_name(video: str, index: int) -> str:
-    """VBench's clip file stem: `<video>_<index:03d>`."""
-    return f"{check_video_name(video)}_{index:03d}"
-
-
 def video_of_clip(clip: str) -> str:
     """The video a clip file stem belongs to (VBench's rule: the part before the first `_`)."""
     return clip.split("_", 1)[0]

@@ -14,8 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from evaluation.config import EvaluateConfig
-from evaluation.run_folder import RunFolderError, RunInfo, read_frames, read_latents, retrieval_encoder
-from evaluation.run_folder import VIDEO_FRAMES_PER_LATENT
+from evaluation.run_folder import (VIDEO_FRAMES_PER_LATENT, RunFolderError, RunInfo, read_frames, read_latents,
+                                   retrieval_encoder)
 from evaluation.vbench_env import VBenchUnavailable, installed_versions, prepare
 from evaluation.vbench_runner import VBenchCall, run_call
 from evaluation.video_scores import latent_scores, pixel_scores

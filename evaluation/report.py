@@ -35,6 +35,9 @@ DRIFT_COLUMNS = (
 )
 
 
+NOT_RUN_NOTE = "not run, because:"
+
+
 class MissingScoresError(RuntimeError):
     """A video has no score file after scoring (a rank failed); re-run to resume."""
 
@@ -186,9 +189,6 @@ def report_markdown(runs, rows, reasons, drift_md, plot_md, retrieval_md, scorin
               f"- retrieval AE for the embedding curves: {json.dumps(settings['ae'])}",
               f"- drift settings: {json.dumps(settings['drift'])}", ""]
     return "\n".join(parts)
-
-
-NOT_RUN_NOTE = "not run, because:"
 
 
 def vbench_provenance(vbench: dict) -> str:

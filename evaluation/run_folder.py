@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from pipeline.build import build_autoencoder
 from pipeline.inference_config import InferenceConfig
@@ -123,14 +122,13 @@ def read_latents(path: Path) -> torch.Tensor:
     return torch.load(path, map_location="cpu", weights_only=True).float()
 
 
-def inference_config(config: dict) -> InferenceConfig:
-    """The typed config of a run from its summary.json dict (keys of this version only)."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(InferenceConfig), OmegaConf.create(config)))
-
-
 def retrieval_encoder(run: RunInfo, ae_ckpt: str | None, device: torch.device) -> torch.nn.Module:
     """The retrieval AE of `ae_ckpt` (None: the demo AE of a demo run), sized to the run's latents,
-    built by the inference builder (the demo AE is the one the demo runs retrieve with)."""
-    cfg = inference_config(run.config)
+    built by the inference builder (the demo AE is the one the demo runs retrieve with).
+
+    Only the keys the builder reads are taken from the run's config, so summaries written by other
+    versions (more or fewer keys) still load."""
+    cfg = InferenceConfig(model_preset=run.config["model_preset"], latent_height=run.config["latent_height"],
+                          latent_width=run.config["latent_width"])
     cfg.model_kwargs.ae_ckpt = ae_ckpt
     return build_autoencoder(cfg, device)

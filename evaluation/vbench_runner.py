@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.clips import check_video_name, video_of_clip
+from evaluation.clips import check_video_name, group_clip_scores, video_means
 from evaluation.config import VBenchConfig
 from evaluation.vbench_env import ENTRY_POINT, cache_dir
 
@@ -88,13 +88,14 @@ def parse_results(output_dir: Path, names: list[str], dimensions: list[str]) -> 
         if dimension not in results:
             raise VBenchRunError(f"{files[0]} has no results for dimension '{dimension}'")
         entry, scale = results[dimension], SCALE.get(dimension, 1.0)
-        per_video = _items_by_stem(entry[-1])
-        clips = _items_by_stem(entry[1]) if len(entry) == 3 else {}
+        clips = {clip: score * scale for clip, score in _items_by_stem(entry[1]).items()} if len(entry) == 3 else {}
+        # a video's score is the mean of its clips; subject / background report only fused video scores
+        per_video = video_means(clips) if clips else {v: s * scale for v, s in _items_by_stem(entry[-1]).items()}
+        by_video = group_clip_scores(clips)
         for name in names:
             if name not in per_video:
                 raise VBenchRunError(f"{files[0]}: dimension '{dimension}' has no score for video '{name}'")
-            parsed[name]["scores"][dimension] = per_video[name] * scale
-            mine = sorted(clip for clip in clips if video_of_clip(clip) == name)
-            if mine:
-                parsed[name]["clips"][dimension] = [clips[clip] * scale for clip in mine]
+            parsed[name]["scores"][dimension] = per_video[name]
+            if name in by_video:
+                parsed[name]["clips"][dimension] = by_video[name]
     return parsed
