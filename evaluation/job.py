@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from evaluation.config import EvaluateConfig
 from evaluation.run_folder import (VIDEO_FRAMES_PER_LATENT, RunFolderError, RunInfo, read_frames, read_latents,
                                    retrieval_encoder)
-from evaluation.vbench_env import VBenchUnavailable, installed_versions, prepare
+from evaluation.vbench_env import VBenchUnavailable, installed_versions, prepare, venv_python
 from evaluation.vbench_runner import VBenchCall, run_call
 from evaluation.video_scores import latent_scores, pixel_scores
 from utils.atomic import atomic_write_text, remove_stale_temporaries
@@ -95,7 +95,7 @@ def vbench_state(cfg: EvaluateConfig, info: DistInfo, log: Callable[[str], None]
         if vb.mode == "required":
             raise VBenchUnavailable(verdict)
         return VBenchState(None, verdict, {})
-    return VBenchState(VBenchCall(Path(vb.venv) / "bin" / "python", vb), None, installed_versions(vb))
+    return VBenchState(VBenchCall(venv_python(vb), vb), None, installed_versions(vb))
 
 
 def select_ae(runs: list[RunInfo], cfg: EvaluateConfig) -> tuple[bool, str | None, str | None]:
