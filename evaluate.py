@@ -35,11 +35,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def split_args(args: list[str]) -> tuple[list[str], list[str]]:
-    """Run folders are the arguments without '='; `run_folders=[...]` works too."""
+def overrides_of(args: list[str]) -> list[str]:
+    """Run folders are the arguments without '=' (`run_folders=[...]` works too); the rest are overrides."""
     folders = [a for a in args if "=" not in a]
     overrides = [a for a in args if "=" in a]
-    return folders, overrides + ([f"run_folders=[{','.join(folders)}]"] if folders else [])
+    return overrides + ([f"run_folders=[{','.join(folders)}]"] if folders else [])
 
 
 def run(cfg: EvaluateConfig, info: DistInfo) -> None:
@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = dist_info_from_env()
     try:
-        folders, overrides = split_args(args.args)
-        cfg = load_evaluate_config(args.config, overrides)
+        cfg = load_evaluate_config(args.config, overrides_of(args.args))
         run(cfg, info)
     except (ConfigError, RunFolderError, VBenchUnavailable, VBenchRunError, MissingScoresError) as err:
         if info.is_main:
