@@ -233,12 +233,15 @@ def test_bad_config_keys_and_values_are_errors_naming_the_key(override, key):
 
 
 def test_shipped_configs_are_valid_and_the_paper_ones_use_table_4(tmp_path):
-    full, base = load_config(AETrainConfig, CONFIGS / "ae_delta.yaml"), load_config(AETrainConfig, CONFIGS / "base_ae.yaml")
+    full, base = load_config(AETrainConfig, CONFIGS / "ae_delta.yaml"), load_config(AETrainConfig, CONFIGS / "ae_only_paper.yaml")
+    reference_ae_only = load_config(AETrainConfig, CONFIGS / "ae_only_reference.yaml")
     table4 = dict(lr=3e-4, weight_decay=1e-4, batch_size=128, epochs=400, grad_clip=1.0, rec_weight=1.0, delta_weight=1.0,
                   delta_window=3, delta_margin=0.85, smooth_weight=1.0, latent_dim=1024, hidden_dims=[64, 128, 256],
-                  val_split=0.1, seq_len=8, in_channels=16, spatial_h=60, spatial_w=104, use_amp=True)
-    assert {k: getattr(full, k) for k in table4} == table4
-    assert {k: getattr(base, k) for k in table4} == {**table4, "delta_weight": 0.0, "smooth_weight": 0.0}
+                  val_split=0.1, seq_len=8, in_channels=16, spatial_h=60, spatial_w=104, use_amp=True,
+                  chunks_per_video=1, reference_init=True)  # the reference's epoch and initialisation
+    assert {k: getattr(full, k) for k in table4} == {**table4, "hidden_dims": (64, 128, 256)}
+    assert {k: getattr(base, k) for k in table4} == {**table4, "hidden_dims": (64, 128, 256), "delta_weight": 0.0, "smooth_weight": 0.0}
+    assert {k: getattr(reference_ae_only, k) for k in table4} == {**table4, "hidden_dims": (64, 128, 256), "delta_weight": 0.0}
     toy_full, toy_base = load_config(AETrainConfig, CONFIGS / "toy_delta.yaml"), load_config(AETrainConfig, CONFIGS / "toy_base.yaml")
     differ = {f for f in AETrainConfig.__dataclass_fields__ if getattr(toy_full, f) != getattr(toy_base, f)}
     assert differ == {"delta_weight", "smooth_weight", "output_dir"}
