@@ -136,7 +136,7 @@ def evaluate(model, loader, loss: LossConfig, accelerator: Accelerator, autocast
     for x in loader:
         terms, z = chunk_forward(model, x, loss, autocast)
         rows.append(accelerator.gather_for_metrics(torch.stack([terms[k] for k in LOSS_TERMS], dim=1)))
-        spread.update(accelerator.gather_for_metrics(z.float().flatten(0, 1)))
+        spread.update(accelerator.gather_for_metrics(z.float()).flatten(0, 1))  # gathered per chunk, as the losses
     model.train()
     means = torch.cat(rows).mean(dim=0).tolist()
     return dict(zip(LOSS_TERMS, means)), spread.stats()
@@ -253,6 +253,13 @@ def _save_checkpoints(out: Path, ckpt: dict, is_best: bool, save_every: int) -> 
         atomic_torch_save(ckpt, out / f"epoch_{epoch:04d}.pt")
 
 
+def build_model(cfg: AETrainConfig) -> RetrievalAutoencoder:
+    """The untrained AE of `cfg`: seeded, with the configured initialisation (seeds every RNG)."""
+    seed_everything(cfg.seed)
+    model = RetrievalAutoencoder(cfg.model_config())
+    return reference_init_(model) if cfg.reference_init else model
+
+
 def train_autoencoder(cfg: AETrainConfig) -> TrainResult:
     """Train (or resume) the retrieval AE as configured; returns the final model and the loss history."""
     # cpu=True is what lets accelerate join a torchrun launch on CPU (gloo) instead of running alone
@@ -262,11 +269,7 @@ def train_autoencoder(cfg: AETrainConfig) -> TrainResult:
     out = Path(cfg.output_dir)
     train_loader, val_loader, split = _build_loaders(cfg, accelerator.num_processes)
 
-    seed_everything(cfg.seed)
-    model = RetrievalAutoencoder(cfg.model_config())
-    if cfg.reference_init:
-        reference_init_(model)
-    model = model.to(accelerator.device)
+    model = build_model(cfg).to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history, best_epoch, best_val, start_epoch = [], -1, float("inf"), 0
     if cfg.resume and (out / "last.pt").exists():
