@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch

@@ -1,4 +1,4 @@
-"""Embedding-analysis metrics on hand-computed cases, and the CLI on a tiny toy dataset."""
+"""Embedding-analysis scores on hand-computed cases, their ranking of known descriptors on both toy regimes, and the CLI."""
 import importlib.util
 import json
 import math
@@ -35,6 +35,13 @@ from wan.kv_cache import FrameKVCache
 from conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_similarity_matrix_is_cosine_and_scale_free():
+    v = torch.tensor([[3.0, 0.0], [1.0, 1.0], [0.0, -2.0]])
+    expected = torch.tensor([[1, 1 / math.sqrt(2), 0], [1 / math.sqrt(2), 1, -1 / math.sqrt(2)], [0, -1 / math.sqrt(2), 1]])
+    assert torch.allclose(cosine_similarity_matrix(v), expected, atol=1e-6)
+
 
 def test_near_diagonal_pairs_split_same_segment_and_across_cut():
     # pairs 1..3 apart of 4 frames; segments [0, 0, 1, 1]: (0,1) (2,3) within; (1,2) (0,2) (1,3) (0,3) across
