@@ -219,7 +219,8 @@ def run_scoring(cfg: EvaluateConfig, runs: list[RunInfo], info: DistInfo, device
             work = Path(cfg.output_folder) / "vbench_work" / f"rank{info.rank}-batch{batch_index}"
             scored = run_call(vbench.call, videos, work)
         if dino.call is not None:
-            features = run_dino(dino.call, videos, Path(cfg.output_folder) / "dino_work" / f"rank{info.rank}-batch{batch_index}")
+            work = Path(cfg.output_folder) / "dino_work" / f"rank{info.rank}-batch{batch_index}"
+            features = run_dino(dino.call, videos, work)
         for item in batch:
             result = ({**scored[item.vbench_name], **settings["vbench"]} if scored is not None
                       else settings["vbench"])

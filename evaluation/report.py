@@ -15,7 +15,7 @@ from evaluation.job import RUNS_DIR, score_path
 from evaluation.plots import plot_drift, plot_retrieval_diagnostics
 from evaluation.retrieval_stats import retrieval_diagnostics
 from evaluation.run_folder import VIDEO_FRAMES_PER_LATENT, RunInfo
-from evaluation.table import TableRow, csv_text, markdown, rank_rows, row_order
+from evaluation.table import NOT_RUN, TableRow, csv_text, markdown, rank_rows, row_order
 from utils.atomic import atomic_write_text
 
 # (column, path into a video record) of the weight-free summary table
@@ -40,7 +40,6 @@ DRIFT_COLUMNS = (
 DINO_COLUMNS = ("S(1s) DINO", "D(end) DINO")
 # (curve key suffix, path of a video record's S(Δ) / D(t) summary)
 SIMILARITY_FEATURES = (("latent_mean", ("latents", "latent_mean")), ("ae", ("latents", "ae")), ("dino", ("dino",)))
-NOT_RUN = "not run"
 NOT_RUN_NOTE = f"{NOT_RUN}, because:"
 
 

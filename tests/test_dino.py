@@ -15,6 +15,7 @@ import evaluate
 from evaluation.config import EvaluateConfig
 from evaluation.dino import SCRIPT, DinoRunError, dino_availability, dino_scores, run_dino
 from evaluation.dino_extract import parse_args
+from evaluation.report import run_curves
 from evaluation.vbench_env import MARKER
 from test_evaluate import make_run
 
@@ -145,6 +146,9 @@ def test_report_has_dino_columns_and_curves_and_resume_does_not_recompute(tmp_pa
     assert video["settings"]["dino"]["status"] == "scored" and video["dino"]["rate"] == 4.0
     assert video["dino"]["S_curve"] == pytest.approx(s_curve, abs=1e-4)
     assert video["dino"]["D_curve"] == pytest.approx(d_curve, abs=1e-4)
+    curves = run_curves([video, video])  # the plot's DINO panels
+    assert curves["D_dino"][0] == pytest.approx([t / 4 for t in range(12)]) and curves["D_dino"][1] == pytest.approx(d_curve, abs=1e-4)
+    assert curves["S_dino"][0] == pytest.approx([g / 4 for g in range(1, 12)])
     drift = (out / "drift.csv").read_text().splitlines()
     header = drift[0].split(",")
     for row in drift[1:]:
