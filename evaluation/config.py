@@ -7,7 +7,7 @@ from typing import Sequence
 
 from utils.config import ConfigError, load_config
 
-VBENCH_MODES = ("auto", "off", "required")
+VBENCH_MODES = ("auto", "skip", "required")  # not "off": YAML reads it as a boolean
 VDE_WEIGHTINGS = ("linear", "log")
 DEVICES = ("auto", "cpu", "cuda")
 # VBench-Long's six dimensions that accept custom prompts (SPEC_NEXT §3.1), in Table 2's column order
@@ -18,7 +18,7 @@ VBENCH_DIMENSIONS = ("subject_consistency", "background_consistency", "motion_sm
 @dataclass
 class VBenchConfig:
     # auto: score when the VBench environment is complete (else the report says why not);
-    # required: stop early with what is missing; off: never run it
+    # required: stop early with what is missing; skip: never run it
     mode: str = "auto"
     repo: str = "third_party/VBench"  # git checkout of Vchitect/VBench at `commit`
     commit: str = "45e79ec"

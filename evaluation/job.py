@@ -83,8 +83,8 @@ class VBenchState:
 def vbench_state(cfg: EvaluateConfig, info: DistInfo, log: Callable[[str], None]) -> VBenchState:
     """Rank 0 checks (and on first use builds) the VBench environment; every rank gets its verdict."""
     vb = cfg.vbench
-    if vb.mode == "off":
-        return VBenchState(None, "disabled (vbench.mode=off)", {})
+    if vb.mode == "skip":
+        return VBenchState(None, "disabled (vbench.mode=skip)", {})
     verdict = None
     if info.is_main:
         try:
