@@ -1,5 +1,8 @@
-"""The one loading module of every entry script: generator (+EMA, +LoRA), text encoder, VAE and
-retrieval descriptor, built from an InferenceConfig.
+"""The one loading module of every entry script: generator (+EMA, +LoRA), text encoder, VAE,
+retrieval rule and context method, built from an InferenceConfig.
+
+The context method (`method`) and the retrieval rule (`compression_method`) are chosen here, once;
+nothing below compares their names.
 
 Random weights exist only for the `demo` presets and only when no weights path is given; every
 other missing file raises MissingAssetError with the download command. Nothing ever falls back
@@ -9,14 +12,23 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
 from ae.model import AEConfig, RetrievalAutoencoder, load_retrieval_autoencoder
-from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor, FrameDescriptor, NoDescriptor
+from pipeline.context.deepforcing import AttentionScore, DeepForcingPolicy
+from pipeline.context.infrope import InfRopePolicy
+from pipeline.context.latentmem import LatentMemPolicy
+from pipeline.context.native import NativePolicy
+from pipeline.context.policy import PolicyFactory
+from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor
 from pipeline.inference_config import InferenceConfig
+from pipeline.prompt_schedule import PromptSchedule, parse_infrope_prompt
+from pipeline.retrieval import RandomRetrieval, Retrieval, TopKRetrieval
+from pipeline.rollout_config import RolloutConfig
 from wan.checkpoint import load_backbone_checkpoint
 from wan.lora import apply_lora
 from wan.model import CausalWanModel
@@ -43,7 +55,7 @@ class InferenceComponents:
     generator: CausalWanModel
     text_encoder: WanTextEncoder
     vae: WanVAE
-    descriptor: FrameDescriptor | None  # None for native runs
+    method: ContextMethod
 
 
 @contextmanager
@@ -157,25 +169,61 @@ def build_autoencoder(cfg: InferenceConfig, device: torch.device) -> RetrievalAu
     return ae.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
 
 
-def build_descriptor(cfg: InferenceConfig, device: torch.device) -> FrameDescriptor | None:
-    """The retrieval descriptor of `model_kwargs.compression_method`; None for native runs."""
-    mk = cfg.model_kwargs
-    if not mk.use_latentmem:
-        return None
-    if mk.compression_method == "ae":
-        return EncoderDescriptor(build_autoencoder(cfg, device))
-    if mk.compression_method == "avg_pool":
-        return AvgPoolDescriptor()
-    return NoDescriptor()
+def build_retrieval(name: str, load_encoder: Callable[[], RetrievalAutoencoder]) -> Retrieval:
+    """The retrieval rule of `compression_method`; `load_encoder` is called only for `ae`."""
+    if name == "ae":
+        return TopKRetrieval(EncoderDescriptor(load_encoder()), name)
+    if name == "avg_pool":
+        return TopKRetrieval(AvgPoolDescriptor(), name)
+    return RandomRetrieval()
+
+
+@dataclass(frozen=True)
+class ContextMethod:
+    """A context method as the loop uses it: its policy factory and how it reads a prompt line."""
+
+    name: str  # for logs and file titles only
+    policy: PolicyFactory
+    parse_prompt: Callable[[str], PromptSchedule]
+
+
+def _storage_dtype(name: str) -> torch.dtype | None:
+    return None if name == "auto" else getattr(torch, name)
+
+
+def build_context_method(cfg: RolloutConfig, retrieval: Callable[[], Retrieval]) -> ContextMethod:
+    """The one place a method name is turned into behaviour. `retrieval` is called only for latentmem."""
+    window, sink, nf = cfg.local_attn_size, cfg.sink_size, cfg.num_frame_per_block
+    parse = PromptSchedule.single
+    if cfg.method == "native":
+        policy = partial(NativePolicy, window=window, sink_size=sink)
+    elif cfg.method == "latentmem":
+        policy = partial(
+            LatentMemPolicy, window=window, sink_size=sink, memory_size=cfg.memory_size, recent_exclude=cfg.recent_exclude,
+            retrieval=retrieval(), storage_device=None if cfg.memory_device == "auto" else torch.device(cfg.memory_device),
+            storage_dtype=_storage_dtype(cfg.memory_dtype))
+    elif cfg.method == "infrope":
+        policy = partial(InfRopePolicy, window=window, sink_size=sink, cut_position=cfg.infrope_cut_position,
+                         flush_newest=cfg.infrope_flush_newest, flush_after_sink=cfg.infrope_flush_after_sink)
+        parse = partial(parse_infrope_prompt, frames_per_block=nf, cut_from_ending_scene=not cfg.infrope_cut_on_marked_scene)
+    elif cfg.method == "deepforcing":
+        policy = partial(DeepForcingPolicy, window=window, sink_size=sink, recent=cfg.df_recent,
+                         scorer=AttentionScore(probabilities=cfg.df_score == "softmax"), score_queries=cfg.df_score_queries,
+                         hysteresis=cfg.df_hysteresis)
+    else:
+        raise ValueError(f"unknown method '{cfg.method}'")
+    return ContextMethod(cfg.method, policy, parse)
 
 
 def build_components(cfg: InferenceConfig, device: torch.device, dtype: torch.dtype) -> InferenceComponents:
-    """Everything a run needs. The descriptor is built first: it is small and fails fast on a bad ae_ckpt."""
+    """Everything a run needs. The context method is built first: its retrieval encoder is small and fails
+    fast on a bad ae_ckpt."""
     require_assets(cfg)
-    descriptor = build_descriptor(cfg, device)
+    rcfg = cfg.rollout_config()
+    method = build_context_method(rcfg, lambda: build_retrieval(rcfg.compression_method, lambda: build_autoencoder(cfg, device)))
     return InferenceComponents(
         generator=build_generator(cfg, device, dtype),
         text_encoder=build_text_encoder(cfg, device, dtype),
         vae=build_vae(cfg, device, dtype),
-        descriptor=descriptor,
+        method=method,
     )

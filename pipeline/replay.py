@@ -2,22 +2,27 @@
 
     python -m pipeline.replay TRACE.pt [TRACE.pt ...] [--atol 1e-5]
 
-Two checks per trace: (1) call replay: the recorded inputs of every forward call, in order, with
-the recorded retrieval indices; (2) full loop: our own block loop from the recorded initial noise
-with the recorded re-noising draws, comparing final latents (and, for retrieval traces,
-descriptors and retrieved indices). Weights named in the trace's `config.files` are read from
-the trace's folder. Exits 1 when any error exceeds the tolerance.
+Two checks per trace: (1) call replay: the recorded inputs of every forward call, in order, through
+the trace's context method (its own retrieval decisions, flushes and cuts, compared with the
+recorded ones); (2) full loop: our own block loop from the recorded initial noise with the recorded
+re-noising draws, comparing final latents (and, for retrieval traces, descriptors and retrieved
+indices). When `attn_layout_<rollout>.json` lies beside the trace, the attention layout of every
+call (attended frames and their RoPE positions, in order) must equal it exactly. Weights named in
+the trace's `config.files` are read from the trace's folder. Exits 1 when any check fails.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor, FrameDescriptor, NoDescriptor
+from ae.model import load_retrieval_autoencoder
+from pipeline.build import ContextMethod, build_context_method, build_retrieval
+from pipeline.prompt_schedule import PromptSchedule
 from pipeline.rollout import CausalRollout, generate
 from pipeline.rollout_config import RolloutConfig
 from wan.checkpoint import load_backbone_checkpoint
@@ -32,6 +37,7 @@ class ReplayReport:
     output_error: float
     descriptor_error: float | None
     selections_match: bool | None
+    layout_mismatches: list[str] | None  # None: no layout file beside the trace
 
     def ok(self, atol: float, descriptor_atol: float) -> bool:
         return (
@@ -39,11 +45,15 @@ class ReplayReport:
             and self.output_error <= atol
             and (self.descriptor_error is None or self.descriptor_error <= descriptor_atol)
             and self.selections_match is not False
+            and not self.layout_mismatches
         )
 
 
-def rollout_config(cfg: dict) -> RolloutConfig:
-    latentmem = bool(cfg["use_latentmem"])
+def rollout_config(trace: dict) -> RolloutConfig:
+    """The trace's settings; `mode` names the method (native, latentmem, infrope)."""
+    cfg = trace["config"]
+    method = trace["mode"]
+    latentmem = method == "latentmem"
     return RolloutConfig(
         num_frame_per_block=cfg["num_frame_per_block"],
         denoising_step_list=list(cfg["denoising_step_list"]),
@@ -52,10 +62,11 @@ def rollout_config(cfg: dict) -> RolloutConfig:
         context_noise=cfg["context_noise"],
         local_attn_size=cfg["local_attn_size"],
         sink_size=cfg["sink_size"],
-        use_latentmem=latentmem,
+        method=method,
         memory_size=cfg["memory_size"] if latentmem else 0,
         recent_exclude=cfg["recent_exclude"] if latentmem else 0,
         compression_method=cfg["compression_method"] if latentmem else "ae",
+        infrope_cut_position=cfg.get("rope_cut_transition_from", 45),
     )
 
 
@@ -67,39 +78,65 @@ def build_model(cfg: dict, folder: Path) -> CausalWanModel:
     return model
 
 
-def build_descriptor(cfg: dict, folder: Path) -> FrameDescriptor | None:
-    method = cfg.get("compression_method")
-    if not cfg["use_latentmem"]:
-        return None
-    if method == "ae":
-        from ae.model import load_retrieval_autoencoder
-
-        return EncoderDescriptor(load_retrieval_autoencoder(folder / cfg["files"]["ae"]).eval())
-    if method == "avg_pool":
-        return AvgPoolDescriptor()
-    return NoDescriptor()
+def build_method(trace: dict, folder: Path) -> ContextMethod:
+    rcfg = rollout_config(trace)
+    files = trace["config"]["files"]
+    return build_context_method(rcfg, lambda: build_retrieval(
+        rcfg.compression_method, lambda: load_retrieval_autoencoder(folder / files["ae"]).eval()))
 
 
-def replay_calls(model: CausalWanModel, trace: dict) -> list[float]:
-    """Feed every recorded call in order; returns the max abs error of each call's x0."""
-    cfg = trace["config"]
-    rcfg = rollout_config(cfg)
+def trace_prompts(trace: dict, method: ContextMethod) -> tuple[list[torch.Tensor], PromptSchedule]:
+    """Per-segment conditioning and the schedule parsed from the trace's prompt line (one segment if none)."""
+    schedule = method.parse_prompt(trace.get("prompt", ""))
+    embeds = trace.get("scene_prompt_embeds", [trace["prompt_embeds"]])
+    return embeds, schedule
+
+
+def schedule_mismatches(trace: dict, schedule: PromptSchedule) -> list[str]:
+    """Our schedule's per-block scene / flush / cut events against the recorded ones (∞-RoPE traces)."""
+    if "block_scene" not in trace:
+        return []
+    blocks = schedule.blocks(trace["noise"].shape[1], trace["config"]["num_frame_per_block"])
+    ours = [(b.scene, b.boundary, b.cut) for b in blocks]
+    recorded = list(zip(trace["block_scene"], trace["block_flush"], trace["block_scene_cut"]))
+    return [] if ours == recorded else [f"schedule events {ours} != recorded {recorded}"]
+
+
+def layout_mismatches(expected: list[dict], ours: list[dict]) -> list[str]:
+    """Compare per-call queries and keys ([frame, position(, kind)]) with the measured layout."""
+    if len(expected) != len(ours):
+        return [f"{len(ours)} calls, layout file has {len(expected)}"]
+    out = []
+    for i, (e, o) in enumerate(zip(expected, ours)):
+        keys = [[f, p, kind] for f, p, kind, _ in o["keys"]]
+        if e["queries"] != o["queries"] or e["keys"] != keys:
+            out.append(f"call {i}: queries {o['queries']} keys {keys}; measured queries {e['queries']} keys {e['keys']}")
+    return out
+
+
+def replay_calls(model: CausalWanModel, trace: dict, method: ContextMethod) -> tuple[list[float], list[dict], list]:
+    """Feed every recorded call in order -> (max abs error of each call's x0, layout of each call, retrieval log)."""
+    rcfg = rollout_config(trace)
+    embeds, schedule = trace_prompts(trace, method)
     latent_shape = tuple(trace["noise"].shape[2:])
-    rollout = CausalRollout(model, rcfg, trace["prompt_embeds"], latent_shape, trace["noise"].shape[1], NoDescriptor())
-    errors, attn, steps = [], None, len(rcfg.denoising_step_list)
+    rollout = CausalRollout(model, rcfg, method.policy, embeds, latent_shape, trace["noise"].shape[1])
+    blocks = schedule.blocks(trace["noise"].shape[1], rcfg.num_frame_per_block)
+    errors, layouts, attn, steps = [], [], None, len(rcfg.denoising_step_list)
     for call in trace["calls"]:
         b = call["block"]
-        if attn is None or attn.layout.current_frames[0] != call["current_start_frame"]:
-            indices = call["memory_indices"]
-            attn = rollout.begin_block(call["current_start_frame"], None if indices is None else torch.tensor(indices))
+        if call["role"] == "denoise" and call["step"] == 0:
+            attn = rollout.begin_block(blocks[b])
         if call["role"] == "denoise":
             x0 = rollout.predict_x0(attn, trace["step_input"][b, call["step"]], trace["step_timestep"][b, call["step"]])
             expected = trace["step_x0"][b, call["step"]]
         else:
-            x0 = rollout.finish_block(attn, trace["step_x0"][b, steps - 1], noise=None)
+            clean = trace["step_x0"][b, steps - 1]
+            x0, kv = rollout.recache(attn, clean, noise=None)
+            rollout.end_block(blocks[b], attn, clean, kv)
             expected = trace["recache_x0"][b]
+        layouts.append(attn.context.layout(0))
         errors.append((x0.cpu() - expected).abs().max().item())
-    return errors
+    return errors, layouts, rollout.policy.extras().get("retrieval_log", [])
 
 
 def recorded_noise(trace: dict):
@@ -119,19 +156,30 @@ def is_trace(obj) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "model" in obj["config"]
 
 
+def selections(log: list[dict]) -> list[tuple[int, list]]:
+    return [(e["block_start_frame"], e["selected_pool_indices"]) for e in log]
+
+
 def replay_trace(path: Path, trace: dict) -> ReplayReport:
     cfg = trace["config"]
     model = build_model(cfg, path.parent)
-    call_errors = replay_calls(model, trace)
-    result = generate(model, rollout_config(cfg), trace["noise"], trace["prompt_embeds"], recorded_noise(trace), build_descriptor(cfg, path.parent))
+    method = build_method(trace, path.parent)
+    call_errors, layouts, call_log = replay_calls(model, trace, method)
+    embeds, schedule = trace_prompts(trace, method)
+    result = generate(model, rollout_config(trace), trace["noise"], embeds, recorded_noise(trace), method.policy, schedule)
     output_error = (result.latents.cpu() - trace["output"]).abs().max().item()
     descriptor_error = selections_match = None
-    if cfg["use_latentmem"]:
-        descriptor_error = (result.descriptors.cpu() - trace["descriptors"]).abs().max().item()
+    if "descriptors" in result.extras:
+        descriptor_error = (result.extras["descriptors"].cpu() - trace["descriptors"]).abs().max().item()
         expected = [(e["query_frame"], e["selected_pool_indices"]) for e in trace["memory_indices_log"]]
-        ours = [(e["block_start_frame"], e["selected_pool_indices"]) for e in result.retrieval_log]
-        selections_match = expected == ours
-    return ReplayReport(call_errors, output_error, descriptor_error, selections_match)
+        selections_match = expected == selections(result.extras["retrieval_log"]) == selections(call_log)
+    mismatches = schedule_mismatches(trace, schedule)
+    layout_file = path.parent / f"attn_layout_{trace.get('rollout')}.json"
+    if layout_file.is_file():
+        mismatches += layout_mismatches(json.loads(layout_file.read_text())["calls"], layouts)
+    elif not mismatches:
+        mismatches = None
+    return ReplayReport(call_errors, output_error, descriptor_error, selections_match, mismatches)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{max(report.call_errors):.3e}, final latents {report.output_error:.3e}"
             + ("" if report.descriptor_error is None else f", descriptors {report.descriptor_error:.3e}")
             + ("" if report.selections_match is None else f", retrieved indices {'identical' if report.selections_match else 'DIFFER'}")
+            + ("" if report.layout_mismatches is None else
+               f", attention layout {'identical' if not report.layout_mismatches else 'DIFFERS'}")
         )
+        for line in (report.layout_mismatches or [])[:5]:
+            print(f"  {line}")
     if not replayed:
         print("error: none of the given files is a rollout trace", file=sys.stderr)
         return 2
