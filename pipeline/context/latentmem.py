@@ -67,7 +67,9 @@ class LatentMemPolicy:
     def end_block(self, block, context, x0, kv) -> None:
         self.memory.index(x0)
         write_back(self.cache, context, kv)
-        self.log.append(context_entry(block, context, num_banked=self.memory.bank.size))
+        decisions = self.memory.log
+        retrieval = decisions[-1] if decisions and decisions[-1]["block_start_frame"] == block.frames[0] else None
+        self.log.append(context_entry(block, context, num_banked=self.memory.bank.size, retrieval=retrieval))
 
     def extras(self) -> dict:
         memory = self.memory
