@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.context.policy import CacheGeometry, ContextPolicy, PolicyFactory
+from pipeline.context.policy import CacheGeometry, ContextPolicy, PolicyFactory, context_entry
 from pipeline.prompt_schedule import Block, PromptSchedule
 from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
@@ -61,6 +61,7 @@ class CausalRollout:
         with self._autocast(), torch.no_grad():
             self.texts: list[TextContext] = [model.encode_text(p.to(self.device)) for p in prompt_embeds]
         self.text = self.texts[0]
+        self.context_log: list[dict] = []
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
@@ -97,8 +98,9 @@ class CausalRollout:
         return self.predict_x0(recache, x, t), recache.block_kv
 
     def end_block(self, block: Block, attn: BlockAttention, x0: torch.Tensor, kv: BlockKV) -> None:
-        """Write the block back into the context state and index it (the policy's decisions)."""
-        self.policy.end_block(block, attn.context, x0, kv)
+        """Write the block back into the context state and index it (the policy's decisions); log its context."""
+        extra = self.policy.end_block(block, attn.context, x0, kv)
+        self.context_log.append(context_entry(block, attn.context, **extra))
 
 
 def generate(
@@ -138,4 +140,4 @@ def generate(
         if rollout.device.type == "cuda":
             torch.cuda.synchronize(rollout.device)
         timings.append((time.perf_counter() - start) * 1000)
-    return RolloutResult(latents=out, context_log=rollout.policy.log, extras=rollout.policy.extras(), ms_per_block=timings)
+    return RolloutResult(latents=out, context_log=rollout.context_log, extras=rollout.policy.extras(), ms_per_block=timings)

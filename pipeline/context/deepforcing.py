@@ -26,7 +26,7 @@ from typing import Protocol
 
 import torch
 
-from pipeline.context.policy import CacheGeometry, context_entry, write_back
+from pipeline.context.policy import CacheGeometry, write_back
 from pipeline.prompt_schedule import Block
 from wan.block_attention import BlockContext, CachedFrames
 from wan.rope import Rope3D, grid_position
@@ -47,12 +47,16 @@ class AttentionScore:
         self.probabilities = probabilities
 
     def __call__(self, q, k, candidates, frames):
-        scale = q.shape[-1] ** -0.5
+        q = q.float() * q.shape[-1] ** -0.5
         total = 0
         for head in range(q.shape[2]):  # one head at a time bounds memory at full size
-            logits = torch.einsum("bqd,bkd->bqk", q[:, :, head].float(), k[:, :, head].float()) * scale
-            weights = logits.softmax(dim=-1) if self.probabilities else logits
-            total = total + weights[..., candidates].sum(dim=1)
+            qh, kh = q[:, :, head], k[:, :, head].float()
+            if self.probabilities:
+                logits = torch.einsum("bqd,bkd->bqk", qh, kh)  # [B, Sq, Sk]: the only full-size temporary
+                probs = (logits[..., candidates] - logits.logsumexp(dim=-1, keepdim=True)).exp_()
+                total = total + probs.sum(dim=1)
+            else:  # a sum of logits over queries is the logit of the summed query
+                total = total + torch.einsum("bd,bkd->bk", qh.sum(dim=1), kh[:, candidates])
         return total / q.shape[2]
 
 
@@ -144,7 +148,6 @@ class DeepForcingPolicy:
         index = torch.zeros(g.batch, 0, dtype=torch.long, device=g.device)
         self.stores = [TokenStore(empty, empty, index, index) for _ in range(g.num_layers)]
         self.clean_q: list[torch.Tensor | None] = [None] * g.num_layers  # [B, recent * T, n, d] per layer
-        self.log: list[dict] = []
 
     def begin_block(self, block: Block) -> BlockContext:
         leaving = self.cache.overflow(len(block.frames))
@@ -198,12 +201,12 @@ class DeepForcingPolicy:
         scores = self.scorer(torch.cat(queries, 1), keys, candidates, store.frame)
         store.keep(scores.topk(keep, dim=1).indices.sort(dim=1).values)
 
-    def end_block(self, block, context, x0, kv) -> None:
+    def end_block(self, block, context, x0, kv) -> dict:
         write_back(self.cache, context, kv)
         for layer, q in enumerate(kv.q if self.recent else []):
             saved = q if self.clean_q[layer] is None else torch.cat([self.clean_q[layer], q], 1)
             self.clean_q[layer] = saved[:, -self.recent * self.tokens_per_frame :]
-        self.log.append(context_entry(block, context))
+        return {}
 
     def extras(self) -> dict:
         return {}

@@ -22,7 +22,7 @@ With one prompt none of this fires: the attended set is native's, at window-rela
 """
 from __future__ import annotations
 
-from pipeline.context.policy import CacheGeometry, context_entry, write_back
+from pipeline.context.policy import CacheGeometry, write_back
 from pipeline.prompt_schedule import Block
 from wan.block_attention import BlockContext, CachedFrames
 from wan.rope import Rope3D
@@ -46,7 +46,6 @@ class InfRopePolicy:
         self.flush_newest, self.flush_after_sink = flush_newest, flush_after_sink
         self.rope, self.grid_hw = rope, geometry.grid_hw
         self.cache = geometry.window_cache(window, sink_size)
-        self.log: list[dict] = []
 
     def flush(self) -> None:
         """KV flush: keep the sink plus copies of FLUSH_KEEP frames."""
@@ -72,9 +71,9 @@ class InfRopePolicy:
         sources = [CachedFrames(self.cache, cached, cached, self.rope, self.grid_hw)] if cached else []
         return BlockContext(block.frames, sources, queries, keys, slots)
 
-    def end_block(self, block, context, x0, kv) -> None:
+    def end_block(self, block, context, x0, kv) -> dict:
         write_back(self.cache, context, kv)
-        self.log.append(context_entry(block, context, flush=block.boundary, cut=block.cut))
+        return {"flush": block.boundary, "cut": block.cut}
 
     def extras(self) -> dict:
         return {}

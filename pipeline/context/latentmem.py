@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.context.policy import CacheGeometry, context_entry, write_back
+from pipeline.context.policy import CacheGeometry, write_back
 from pipeline.history_bank import HistoryBank
 from pipeline.prompt_schedule import Block
 from pipeline.retrieval import Retrieval
@@ -41,7 +41,6 @@ class LatentMemPolicy:
             storage_dtype=storage_dtype or g.dtype, compute_device=g.device,
         )
         self.memory = RetrievalMemory(bank, retrieval, memory_size, recent_exclude, seed)
-        self.log: list[dict] = []
 
     def begin_block(self, block: Block) -> BlockContext:
         first = block.frames[0]
@@ -64,12 +63,12 @@ class LatentMemPolicy:
         positions = list(layout.current_positions)
         return BlockContext(block.frames, sources, positions, positions, slots)
 
-    def end_block(self, block, context, x0, kv) -> None:
+    def end_block(self, block, context, x0, kv) -> dict:
         self.memory.index(x0)
         write_back(self.cache, context, kv)
         decisions = self.memory.log
         retrieval = decisions[-1] if decisions and decisions[-1]["block_start_frame"] == block.frames[0] else None
-        self.log.append(context_entry(block, context, num_banked=self.memory.bank.size, retrieval=retrieval))
+        return {"num_banked": self.memory.bank.size, "retrieval": retrieval}
 
     def extras(self) -> dict:
         memory = self.memory

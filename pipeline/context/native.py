@@ -1,7 +1,7 @@
 """`native`: sliding window, the sink plus the most recent frames, each at its absolute frame index."""
 from __future__ import annotations
 
-from pipeline.context.policy import CacheGeometry, context_entry, write_back
+from pipeline.context.policy import CacheGeometry, write_back
 from pipeline.prompt_schedule import Block
 from wan.block_attention import BlockContext, CachedFrames
 from wan.context_layout import block_layout
@@ -13,7 +13,6 @@ class NativePolicy:
         self.window, self.sink_size = window, sink_size
         self.rope, self.grid_hw = rope, geometry.grid_hw
         self.cache = geometry.window_cache(window, sink_size)
-        self.log: list[dict] = []
 
     def begin_block(self, block: Block) -> BlockContext:
         layout = block_layout(block.frames[0], len(block.frames), self.window, self.sink_size, memory_size=0,
@@ -24,9 +23,9 @@ class NativePolicy:
         positions = list(layout.current_positions)
         return BlockContext(block.frames, sources, positions, positions, slots)
 
-    def end_block(self, block, context, x0, kv) -> None:
+    def end_block(self, block, context, x0, kv) -> dict:
         write_back(self.cache, context, kv)
-        self.log.append(context_entry(block, context))
+        return {}
 
     def extras(self) -> dict:
         return {}

@@ -39,13 +39,12 @@ class CacheGeometry:
 
 
 class ContextPolicy(Protocol):
-    log: list[dict]  # context log: one entry per block (see context_entry)
-
     def begin_block(self, block: Block) -> BlockContext:
         """Decide the block's context before its first call."""
 
-    def end_block(self, block: Block, context: BlockContext, x0: torch.Tensor, kv: BlockKV) -> None:
-        """x0: [B, nf, C, H, W] clean latents of the block; kv: its recache pass."""
+    def end_block(self, block: Block, context: BlockContext, x0: torch.Tensor, kv: BlockKV) -> dict:
+        """x0: [B, nf, C, H, W] clean latents of the block; kv: its recache pass. -> method-specific
+        fields of the block's context-log entry ({} if none)."""
 
     def extras(self) -> dict:
         """Method-specific results for the run's files (e.g. the retrieval log); {} if none."""
