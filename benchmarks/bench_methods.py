@@ -26,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ae.model import AEConfig, RetrievalAutoencoder
 from pipeline.build import build_context_method
-from pipeline.context.policy import CacheGeometry
+from pipeline.context.policy import CacheGeometry, PolicySetup
 from pipeline.descriptors import EncoderDescriptor
 from pipeline.prompt_schedule import PromptSchedule
 from pipeline.retrieval import RandomRetrieval, TopKRetrieval
@@ -90,7 +90,8 @@ def full_size_bytes_per_block(method: str, blocks: int) -> float:
     meta, dtype = torch.device("meta"), torch.bfloat16
     geometry = CacheGeometry(1, 1, tokens, FULL_SIZE_GRID, cfg.num_heads, cfg.head_dim, blocks * nf, nf, meta, dtype)
     rcfg = RolloutConfig(method=method, compression_method="random")
-    policy = build_context_method(rcfg, RandomRetrieval).policy(geometry, Rope3D(cfg.head_dim, cfg.rope_max_positions, meta), 0)
+    rope = Rope3D(cfg.head_dim, cfg.rope_max_positions, meta)
+    policy = build_context_method(rcfg, RandomRetrieval).policy(PolicySetup(geometry, rope, 0))
     qkv = torch.empty(1, nf * tokens, cfg.num_heads, cfg.head_dim, device=meta, dtype=dtype)
     x0 = torch.empty(1, nf, cfg.in_dim, 2 * FULL_SIZE_GRID[0], 2 * FULL_SIZE_GRID[1], device=meta, dtype=dtype)
     written = []

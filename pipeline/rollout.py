@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.context.policy import CacheGeometry, ContextPolicy, PolicyFactory, context_entry
+from pipeline.context.policy import CacheGeometry, ContextPolicy, PolicyFactory, PolicySetup, context_entry
 from pipeline.prompt_schedule import Block, PromptSchedule
 from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
@@ -57,7 +57,7 @@ class CausalRollout:
         self.rope = Rope3D(mcfg.head_dim, mcfg.rope_max_positions, self.device)
         geometry = CacheGeometry(mcfg.num_layers, prompt_embeds[0].shape[0], self.grid_hw[0] * self.grid_hw[1], self.grid_hw,
                                  mcfg.num_heads, mcfg.head_dim, num_frames, cfg.num_frame_per_block, self.device, self.dtype)
-        self.policy: ContextPolicy = policy_factory(geometry, self.rope, seed)
+        self.policy: ContextPolicy = policy_factory(PolicySetup(geometry, self.rope, seed))
         with self._autocast(), torch.no_grad():
             self.texts: list[TextContext] = [model.encode_text(p.to(self.device)) for p in prompt_embeds]
         self.text = self.texts[0]

@@ -4,7 +4,7 @@ import torch
 from conftest import fixture_generator, seeded_noise
 from pipeline.build import build_context_method
 from pipeline.context.deepforcing import AttentionScore, DeepForcingPolicy
-from pipeline.context.policy import CacheGeometry
+from pipeline.context.policy import CacheGeometry, PolicySetup
 from pipeline.prompt_schedule import PromptSchedule
 from pipeline.retrieval import RandomRetrieval
 from pipeline.rollout import generate
@@ -46,8 +46,8 @@ def run(num_frames=36, scorer=None, hysteresis=False, policy_cls=Probe, seed=4):
     prompt = torch.randn(1, 10, 32, generator=torch.Generator().manual_seed(5))
     made = []
 
-    def factory(geometry, rope, s):
-        made.append(policy_cls(geometry, rope, s, window=WINDOW, sink_size=1, recent=2, hysteresis=hysteresis,
+    def factory(setup):
+        made.append(policy_cls(setup, window=WINDOW, sink_size=1, recent=2, hysteresis=hysteresis,
                                scorer=scorer or RecordingScore(AttentionScore(probabilities=True))))
         return made[0]
 
@@ -131,7 +131,7 @@ def test_hysteresis_shrinks_by_a_block_and_lets_the_region_grow_back():
 def test_geometry_without_room_for_compressed_tokens_raises():
     geometry = CacheGeometry(1, 1, 1, (1, 1), 1, 6, 9, 3, torch.device("cpu"), torch.float32)
     try:
-        DeepForcingPolicy(geometry, Rope3D(6, 8), 0, window=6, sink_size=1, recent=2)
+        DeepForcingPolicy(PolicySetup(geometry, Rope3D(6, 8), 0), window=6, sink_size=1, recent=2)
     except ValueError as err:
         assert "leaves 0 frames for compressed tokens" in str(err)
     else:

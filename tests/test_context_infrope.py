@@ -5,7 +5,7 @@ import torch
 from conftest import fixture_generator, seeded_noise
 from pipeline.build import build_context_method
 from pipeline.context.infrope import InfRopePolicy
-from pipeline.context.policy import CacheGeometry
+from pipeline.context.policy import CacheGeometry, PolicySetup
 from pipeline.prompt_schedule import parse_infrope_prompt
 from pipeline.retrieval import RandomRetrieval
 from pipeline.rollout import generate
@@ -14,9 +14,10 @@ from wan.block_attention import BlockKV
 from wan.rope import Rope3D
 
 
-def geometry(num_frames: int) -> CacheGeometry:
+def setup(num_frames: int) -> PolicySetup:
     """One layer, one token per frame: a key's value is its frame index, so cache contents are readable."""
-    return CacheGeometry(1, 1, 1, (1, 1), 1, 6, num_frames, 3, torch.device("cpu"), torch.float32)
+    geometry = CacheGeometry(1, 1, 1, (1, 1), 1, 6, num_frames, 3, torch.device("cpu"), torch.float32)
+    return PolicySetup(geometry, Rope3D(6, 64), 0)
 
 
 def run_layout(policy: InfRopePolicy, line: str, num_frames: int) -> list[dict]:
@@ -36,7 +37,7 @@ def keys(layout: dict) -> list[list]:
 
 
 def test_official_flush_before_the_window_is_full_copies_never_written_slots():
-    policy = InfRopePolicy(geometry(18), Rope3D(6, 64), 0, window=12, sink_size=1)
+    policy = InfRopePolicy(setup(18), window=12, sink_size=1)
     block2 = run_layout(policy, "a[1.5s] | b", 18)[2]  # 2 blocks of a: the flush finds frames 0..5 of 12 slots
     assert keys(block2) == [[0, 0], [None, 1], [None, 2], [6, 3], [7, 4], [8, 5]]
     assert block2["cache_values"][:3] == [0.0, 0.0, 0.0]  # zeros, as the official buffer
@@ -44,7 +45,7 @@ def test_official_flush_before_the_window_is_full_copies_never_written_slots():
 
 
 def test_flush_newest_keeps_the_two_newest_frames():
-    policy = InfRopePolicy(geometry(18), Rope3D(6, 64), 0, window=12, sink_size=1, flush_newest=True)
+    policy = InfRopePolicy(setup(18), window=12, sink_size=1, flush_newest=True)
     block2 = run_layout(policy, "a[1.5s] | b", 18)[2]
     assert keys(block2) == [[0, 0], [4, 1], [5, 2], [6, 3], [7, 4], [8, 5]]
     assert block2["cache_values"][:3] == [0.0, 4.0, 5.0]
@@ -55,16 +56,16 @@ def test_flush_newest_keeps_the_two_newest_frames():
     (True, [[0, 0], [1, 1], [10, 2], [11, 3], [12, 4], [13, 5], [14, 6]]),
 ])
 def test_flush_at_sink_two(after_sink, expected):
-    policy = InfRopePolicy(geometry(18), Rope3D(6, 64), 0, window=12, sink_size=2, flush_after_sink=after_sink)
+    policy = InfRopePolicy(setup(18), window=12, sink_size=2, flush_after_sink=after_sink)
     block4 = run_layout(policy, "a[3s] | b", 18)[4]
     assert keys(block4) == expected
-    block5 = run_layout(InfRopePolicy(geometry(18), Rope3D(6, 64), 0, window=12, sink_size=2,
+    block5 = run_layout(InfRopePolicy(setup(18), window=12, sink_size=2,
                                       flush_after_sink=after_sink), "a[3s] | b", 18)[5]
     assert keys(block5)[:2] == expected[:2]  # the sink slots never move afterwards
 
 
 def test_cut_moves_the_block_to_the_cut_positions_for_one_block_only():
-    policy = InfRopePolicy(geometry(36), Rope3D(6, 64), 0, window=6, sink_size=1)
+    policy = InfRopePolicy(setup(36), window=6, sink_size=1)
     layouts = run_layout(policy, "scene A[3s] | scene B[3s#] | scene C[3s]", 36)
     assert layouts[8]["queries"] == [[24, 45], [25, 46], [26, 47]]
     assert keys(layouts[8]) == [[0, 0], [22, 1], [23, 2], [24, 45], [25, 46], [26, 47]]

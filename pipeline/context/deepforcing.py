@@ -26,10 +26,10 @@ from typing import Protocol
 
 import torch
 
-from pipeline.context.policy import CacheGeometry, write_back
+from pipeline.context.policy import PolicySetup, write_back
 from pipeline.prompt_schedule import Block
 from wan.block_attention import BlockContext, CachedFrames
-from wan.rope import Rope3D, grid_position
+from wan.rope import grid_position
 
 SCORE_QUERIES = ("both", "current", "clean")
 
@@ -120,19 +120,9 @@ class CompressedTokens:
 
 
 class DeepForcingPolicy:
-    def __init__(
-        self,
-        geometry: CacheGeometry,
-        rope: Rope3D,
-        seed: int,
-        window: int,
-        sink_size: int,
-        recent: int = 2,
-        scorer: TokenScorer | None = None,
-        score_queries: str = "both",
-        hysteresis: bool = False,
-    ):
-        g = geometry
+    def __init__(self, setup: PolicySetup, window: int, sink_size: int, recent: int = 2, scorer: TokenScorer | None = None,
+                 score_queries: str = "both", hysteresis: bool = False):
+        g = setup.geometry
         nf = g.frames_per_block
         self.capacity = window - sink_size - recent - nf  # C: compressed frames' worth
         if self.capacity < (nf if hysteresis else 1):
@@ -141,7 +131,7 @@ class DeepForcingPolicy:
         self.window, self.sink_size, self.recent, self.nf = window, sink_size, recent, nf
         self.scorer = scorer or AttentionScore(probabilities=True)
         self.score_queries, self.hysteresis = score_queries, hysteresis
-        self.rope, self.grid_hw, self.tokens_per_frame = rope, g.grid_hw, g.tokens_per_frame
+        self.rope, self.grid_hw, self.tokens_per_frame = setup.rope, g.grid_hw, g.tokens_per_frame
         # the cache holds the sink, the recent clean frames and the block; older frames move to `stores`
         self.cache = g.window_cache(sink_size + recent + nf, sink_size)
         empty = torch.zeros(g.batch, 0, g.num_heads, g.head_dim, device=g.device, dtype=g.dtype)

@@ -22,30 +22,20 @@ With one prompt none of this fires: the attended set is native's, at window-rela
 """
 from __future__ import annotations
 
-from pipeline.context.policy import CacheGeometry, write_back
+from pipeline.context.policy import PolicySetup, write_back
 from pipeline.prompt_schedule import Block
 from wan.block_attention import BlockContext, CachedFrames
-from wan.rope import Rope3D
 
 FLUSH_KEEP = 2  # frames the official flush keeps after the sink ("sink + last frame" in the abstract)
 
 
 class InfRopePolicy:
-    def __init__(
-        self,
-        geometry: CacheGeometry,
-        rope: Rope3D,
-        seed: int,
-        window: int,
-        sink_size: int,
-        cut_position: int = 45,
-        flush_newest: bool = False,
-        flush_after_sink: bool = False,
-    ):
+    def __init__(self, setup: PolicySetup, window: int, sink_size: int, cut_position: int = 45,
+                 flush_newest: bool = False, flush_after_sink: bool = False):
         self.window, self.sink_size, self.cut_position = window, sink_size, cut_position
         self.flush_newest, self.flush_after_sink = flush_newest, flush_after_sink
-        self.rope, self.grid_hw = rope, geometry.grid_hw
-        self.cache = geometry.window_cache(window, sink_size)
+        self.rope, self.grid_hw = setup.rope, setup.geometry.grid_hw
+        self.cache = setup.geometry.window_cache(window, sink_size)
 
     def flush(self) -> None:
         """KV flush: keep the sink plus copies of FLUSH_KEEP frames."""

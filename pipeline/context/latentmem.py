@@ -7,40 +7,29 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.context.policy import CacheGeometry, write_back
+from pipeline.context.policy import PolicySetup, write_back
 from pipeline.history_bank import HistoryBank
 from pipeline.prompt_schedule import Block
 from pipeline.retrieval import Retrieval
 from pipeline.retrieval_memory import RetrievalMemory
 from wan.block_attention import BlockContext, CachedFrames, RetrievedFrames
 from wan.context_layout import block_layout
-from wan.rope import Rope3D
 
 
 class LatentMemPolicy:
-    def __init__(
-        self,
-        geometry: CacheGeometry,
-        rope: Rope3D,
-        seed: int,
-        window: int,
-        sink_size: int,
-        memory_size: int,
-        recent_exclude: int,
-        retrieval: Retrieval,
-        storage_device: torch.device | None = None,  # None: the compute device
-        storage_dtype: torch.dtype | None = None,  # None: the model dtype
-    ):
-        g = geometry
+    def __init__(self, setup: PolicySetup, window: int, sink_size: int, memory_size: int, recent_exclude: int,
+                 retrieval: Retrieval, storage_device: torch.device | None = None, storage_dtype: torch.dtype | None = None):
+        """storage_device / storage_dtype of the history bank: None = the compute device / the model dtype."""
+        g = setup.geometry
         self.window, self.sink_size, self.memory_size = window, sink_size, memory_size
-        self.rope, self.grid_hw, self.dtype = rope, g.grid_hw, g.dtype
+        self.rope, self.grid_hw, self.dtype = setup.rope, g.grid_hw, g.dtype
         self.cache = g.window_cache(window, sink_size)
         bank = HistoryBank(
             g.num_layers, g.batch, g.tokens_per_frame, g.num_heads, g.head_dim,
             capacity=max(g.num_frames - window, 1), storage_device=storage_device or g.device,
             storage_dtype=storage_dtype or g.dtype, compute_device=g.device,
         )
-        self.memory = RetrievalMemory(bank, retrieval, memory_size, recent_exclude, seed)
+        self.memory = RetrievalMemory(bank, retrieval, memory_size, recent_exclude, setup.seed)
 
     def begin_block(self, block: Block) -> BlockContext:
         first = block.frames[0]

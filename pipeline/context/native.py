@@ -1,18 +1,17 @@
 """`native`: sliding window, the sink plus the most recent frames, each at its absolute frame index."""
 from __future__ import annotations
 
-from pipeline.context.policy import CacheGeometry, write_back
+from pipeline.context.policy import PolicySetup, write_back
 from pipeline.prompt_schedule import Block
 from wan.block_attention import BlockContext, CachedFrames
 from wan.context_layout import block_layout
-from wan.rope import Rope3D
 
 
 class NativePolicy:
-    def __init__(self, geometry: CacheGeometry, rope: Rope3D, seed: int, window: int, sink_size: int):
+    def __init__(self, setup: PolicySetup, window: int, sink_size: int):
         self.window, self.sink_size = window, sink_size
-        self.rope, self.grid_hw = rope, geometry.grid_hw
-        self.cache = geometry.window_cache(window, sink_size)
+        self.rope, self.grid_hw = setup.rope, setup.geometry.grid_hw
+        self.cache = setup.geometry.window_cache(window, sink_size)
 
     def begin_block(self, block: Block) -> BlockContext:
         layout = block_layout(block.frames[0], len(block.frames), self.window, self.sink_size, memory_size=0,

@@ -38,6 +38,15 @@ class CacheGeometry:
                             self.head_dim, self.device, self.dtype)
 
 
+@dataclass(frozen=True)
+class PolicySetup:
+    """What every policy is built from, per rollout."""
+
+    geometry: CacheGeometry
+    rope: Rope3D  # on the compute device
+    seed: int  # the video's seed (random retrieval)
+
+
 class ContextPolicy(Protocol):
     def begin_block(self, block: Block) -> BlockContext:
         """Decide the block's context before its first call."""
@@ -50,8 +59,8 @@ class ContextPolicy(Protocol):
         """Method-specific results for the run's files (e.g. the retrieval log); {} if none."""
 
 
-# (geometry, rope, seed) -> a fresh policy for one rollout
-PolicyFactory = Callable[[CacheGeometry, Rope3D, int], ContextPolicy]
+# -> a fresh policy for one rollout (a policy class with its options bound)
+PolicyFactory = Callable[[PolicySetup], ContextPolicy]
 
 
 def write_back(cache: FrameKVCache, context: BlockContext, kv: BlockKV) -> None:
