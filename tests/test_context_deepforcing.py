@@ -141,3 +141,20 @@ def test_geometry_without_room_for_compressed_tokens_raises():
 def test_prompt_schedule_is_single_segment_for_deepforcing():
     method = build_context_method(RolloutConfig(method="deepforcing"), RandomRetrieval)
     assert method.parse_prompt("a | b[3s#]") == PromptSchedule.single("a | b[3s#]")
+
+
+def test_batch_rows_select_their_own_tokens_and_match_single_runs():
+    model = fixture_generator()
+    cfg = RolloutConfig(method="deepforcing")
+    noise = torch.randn(2, 18, 16, 8, 8, generator=torch.Generator().manual_seed(7))
+    prompt = torch.randn(2, 10, 32, generator=torch.Generator().manual_seed(8))
+    policy = build_context_method(cfg, RandomRetrieval).policy
+
+    def draws(seeds):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        return lambda shape: torch.stack([torch.randn(shape[1:], generator=g) for g in gens])
+
+    batched = generate(model, cfg, noise, prompt, draws([1, 2]), policy)
+    for i in range(2):
+        single = generate(model, cfg, noise[i : i + 1], prompt[i : i + 1], draws([1 + i]), policy)
+        assert (batched.latents[i] - single.latents[0]).abs().max() < 1e-4

@@ -47,7 +47,8 @@ class Rope3D:
         """x: [B, S, n, d]; t, h, w: [B or 1, S] int positions of every token on the three axes."""
         b, s, n, d = x.shape
         dev = self.t.device
-        freqs = torch.cat([self.t[t.to(dev)], self.h[h.to(dev)], self.w[w.to(dev)]], dim=-1)  # [B|1, S, d/2]
+        t, h, w = torch.broadcast_tensors(t.to(dev), h.to(dev), w.to(dev))
+        freqs = torch.cat([self.t[t], self.h[h], self.w[w]], dim=-1)  # [B|1, S, d/2]
         xc = torch.view_as_complex(x.to(torch.float64).reshape(b, s, n, d // 2, 2))
         return torch.view_as_real(xc * freqs.unsqueeze(2).to(xc.device)).flatten(3).to(x.dtype)
 
