@@ -33,7 +33,7 @@ from pipeline.descriptors import EncoderDescriptor
 from pipeline.prompt_schedule import Block, PromptSchedule
 from pipeline.retrieval import RandomRetrieval, TopKRetrieval
 from pipeline.rollout import CausalRollout
-from pipeline.rollout_config import METHODS, RolloutConfig
+from pipeline.rollout_config import METHODS, ModelKwargs, RolloutConfig
 from wan.block_attention import BlockKV
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig, model_preset
@@ -81,7 +81,7 @@ def time_methods(rounds: int) -> dict[str, float]:
     draw = lambda shape: torch.randn(shape, generator=g)  # noqa: E731 (values do not affect the cost)
     rollouts = {}
     for method in METHODS:
-        cfg = RolloutConfig(method=method, compression_method="ae")
+        cfg = RolloutConfig(method=method, model_kwargs=ModelKwargs(compression_method="ae"))
         policy = build_context_method(cfg, lambda: TopKRetrieval(EncoderDescriptor(ae), "ae")).policy
         rollouts[method] = CausalRollout(model, cfg, policy, [prompt], MID_FRAME, num_frames)
         warm_up(rollouts[method], blocks[:STEADY_FROM_BLOCK], noise, draw)
@@ -120,7 +120,7 @@ def full_size_bytes_per_block(method: str, blocks: int) -> float:
     tokens = FULL_SIZE_GRID[0] * FULL_SIZE_GRID[1]
     meta, dtype = torch.device("meta"), torch.bfloat16
     geometry = CacheGeometry(1, 1, tokens, FULL_SIZE_GRID, cfg.num_heads, cfg.head_dim, blocks * nf, nf, meta, dtype)
-    rcfg = RolloutConfig(method=method, compression_method="random")
+    rcfg = RolloutConfig(method=method, model_kwargs=ModelKwargs(compression_method="random"))
     rope = Rope3D(cfg.head_dim, cfg.rope_max_positions, meta)
     policy = build_context_method(rcfg, RandomRetrieval).policy(PolicySetup(geometry, rope, 0))
     qkv = torch.empty(1, nf * tokens, cfg.num_heads, cfg.head_dim, device=meta, dtype=dtype)

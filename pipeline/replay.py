@@ -8,7 +8,8 @@ recorded ones); (2) full loop: our own block loop from the recorded initial nois
 re-noising draws, comparing final latents (and, for retrieval traces, descriptors and retrieved
 indices). When `attn_layout_<rollout>.json` lies beside the trace, the attention layout of every
 call (attended frames and their RoPE positions, in order) must equal it exactly. Weights named in
-the trace's `config.files` are read from the trace's folder. Exits 1 when any check fails.
+the trace's `config.files` are read from the trace's folder; the model, config and context method
+are built through pipeline/build.py. Exits 1 when any check fails.
 """
 from __future__ import annotations
 
@@ -20,15 +21,16 @@ from pathlib import Path
 
 import torch
 
-from ae.model import load_retrieval_autoencoder
-from pipeline.build import ContextMethod, build_context_method, build_retrieval
+from pipeline.build import ContextMethod, build_context_method, load_generator, load_retrieval
+from pipeline.generation_config import AdapterConfig
 from pipeline.prompt_schedule import PromptSchedule
-from pipeline.rollout import CausalRollout, generate
-from pipeline.rollout_config import RolloutConfig
-from wan.checkpoint import load_backbone_checkpoint
-from wan.lora import apply_lora
+from pipeline.rollout import CausalRollout, gaussian_noise, generate
+from pipeline.rollout_config import METHOD_KEYS, ModelKwargs, RolloutConfig
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig
+
+CPU = torch.device("cpu")
+WINDOW_KEYS = ("local_attn_size", "timestep_shift", "sink_size")
 
 
 @dataclass
@@ -49,40 +51,35 @@ class ReplayReport:
         )
 
 
-def rollout_config(trace: dict) -> RolloutConfig:
-    """The trace's settings; `mode` names the method (native, latentmem, infrope)."""
-    cfg = trace["config"]
-    method = trace["mode"]
-    latentmem = method == "latentmem"
-    return RolloutConfig(
-        num_frame_per_block=cfg["num_frame_per_block"],
-        denoising_step_list=list(cfg["denoising_step_list"]),
-        warp_denoising_step=cfg["warp_denoising_step"],
-        timestep_shift=cfg["timestep_shift"],
-        context_noise=cfg["context_noise"],
-        local_attn_size=cfg["local_attn_size"],
-        sink_size=cfg["sink_size"],
-        method=method,
-        memory_size=cfg["memory_size"] if latentmem else 0,
-        recent_exclude=cfg["recent_exclude"] if latentmem else 0,
-        compression_method=cfg["compression_method"] if latentmem else "ae",
-        infrope_cut_position=cfg.get("rope_cut_transition_from", 45),
-    )
+def rollout_config(trace: dict, folder: Path) -> RolloutConfig:
+    """The trace's settings as our RolloutConfig: `mode` names the method; the reference stores the keys
+    flat (writing 0 / None for those its method does not use), we nest model_kwargs."""
+    cfg, method = trace["config"], trace["mode"]
+    keys = WINDOW_KEYS + METHOD_KEYS.get(method, ())
+    mk = ModelKwargs(**{k: v for k, v in cfg.items() if k in keys and v is not None})
+    if "rope_cut_transition_from" in cfg:  # ∞-RoPE traces
+        mk.infrope_cut_position = cfg["rope_cut_transition_from"]
+    rcfg = RolloutConfig(denoising_step_list=list(cfg["denoising_step_list"]), warp_denoising_step=cfg["warp_denoising_step"],
+                         num_frame_per_block=cfg["num_frame_per_block"], context_noise=cfg["context_noise"], method=method,
+                         model_kwargs=mk)
+    if rcfg.uses_encoder:
+        mk.ae_ckpt = str(folder / cfg["files"]["ae"])
+    rcfg.validate()
+    return rcfg
 
 
 def build_model(cfg: dict, folder: Path) -> CausalWanModel:
-    model = CausalWanModel(WanModelConfig.from_dict(cfg["model"])).eval()
-    load_backbone_checkpoint(model, folder / cfg["files"]["generator"])
-    if cfg.get("lora"):
-        model = apply_lora(model, folder / cfg["files"]["lora"], cfg["lora"]["rank"], cfg["lora"]["alpha"])
-    return model
+    """The trace's generator (+ LoRA, merged) through pipeline/build.py's loader, float32 on the CPU."""
+    lora = cfg.get("lora")
+    adapter = AdapterConfig(rank=lora["rank"], alpha=lora["alpha"]) if lora else None
+    return load_generator(WanModelConfig.from_dict(cfg["model"]), folder / cfg["files"]["generator"], CPU, torch.float32,
+                          lora_ckpt=folder / cfg["files"]["lora"] if lora else None, adapter=adapter)
 
 
-def build_method(trace: dict, folder: Path) -> ContextMethod:
-    rcfg = rollout_config(trace)
-    files = trace["config"]["files"]
-    return build_context_method(rcfg, lambda: build_retrieval(
-        rcfg.compression_method, lambda: load_retrieval_autoencoder(folder / files["ae"]).eval()))
+def build_method(rcfg: RolloutConfig, model: CausalWanModel, latent_shape: tuple[int, int, int]) -> ContextMethod:
+    if latent_shape[0] != model.cfg.in_dim:
+        raise ValueError(f"trace noise has {latent_shape[0]} channels, the model expects in_dim {model.cfg.in_dim}")
+    return build_context_method(rcfg, lambda: load_retrieval(rcfg.model_kwargs, latent_shape, CPU))
 
 
 def trace_prompts(trace: dict, method: ContextMethod) -> tuple[list[torch.Tensor], PromptSchedule]:
@@ -114,13 +111,16 @@ def layout_mismatches(expected: list[dict], ours: list[dict]) -> list[str]:
     return out
 
 
-def replay_calls(model: CausalWanModel, trace: dict, method: ContextMethod) -> tuple[list[float], list[dict], list]:
-    """Feed every recorded call in order -> (max abs error of each call's x0, layout of each call, retrieval log)."""
-    rcfg = rollout_config(trace)
+def replay_calls(model: CausalWanModel, rcfg: RolloutConfig, method: ContextMethod, trace: dict,
+                 seed: int = 0) -> tuple[list[float], list[dict], list]:
+    """Feed every recorded call in order -> (max abs error of each call's x0, layout of each call, retrieval log).
+
+    A recache pass with context_noise > 0 draws its noise from a generator seeded with `seed`."""
     embeds, schedule = trace_prompts(trace, method)
     latent_shape = tuple(trace["noise"].shape[2:])
     rollout = CausalRollout(model, rcfg, method.policy, embeds, latent_shape, trace["noise"].shape[1])
     blocks = schedule.blocks(trace["noise"].shape[1], rcfg.num_frame_per_block)
+    noise = gaussian_noise(torch.Generator().manual_seed(seed))
     errors, layouts, attn, steps = [], [], None, len(rcfg.denoising_step_list)
     for call in trace["calls"]:
         b = call["block"]
@@ -131,7 +131,7 @@ def replay_calls(model: CausalWanModel, trace: dict, method: ContextMethod) -> t
             expected = trace["step_x0"][b, call["step"]]
         else:
             clean = trace["step_x0"][b, steps - 1]
-            x0, kv = rollout.recache(attn, clean, noise=None)
+            x0, kv = rollout.recache(attn, clean, noise)
             rollout.end_block(blocks[b], attn, clean, kv)
             expected = trace["recache_x0"][b]
         layouts.append(attn.context.layout(0))
@@ -161,12 +161,12 @@ def selections(log: list[dict]) -> list[tuple[int, list]]:
 
 
 def replay_trace(path: Path, trace: dict) -> ReplayReport:
-    cfg = trace["config"]
-    model = build_model(cfg, path.parent)
-    method = build_method(trace, path.parent)
-    call_errors, layouts, call_log = replay_calls(model, trace, method)
+    rcfg = rollout_config(trace, path.parent)
+    model = build_model(trace["config"], path.parent)
+    method = build_method(rcfg, model, tuple(trace["noise"].shape[2:]))
+    call_errors, layouts, call_log = replay_calls(model, rcfg, method, trace)
     embeds, schedule = trace_prompts(trace, method)
-    result = generate(model, rollout_config(trace), trace["noise"], embeds, recorded_noise(trace), method.policy, schedule)
+    result = generate(model, rcfg, trace["noise"], embeds, recorded_noise(trace), method.policy, schedule)
     output_error = (result.latents.cpu() - trace["output"]).abs().max().item()
     descriptor_error = selections_match = None
     if "descriptors" in result.extras:

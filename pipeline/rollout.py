@@ -19,10 +19,16 @@ from pipeline.prompt_schedule import Block, PromptSchedule
 from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
 from wan.block_attention import BlockAttention, BlockKV, RecachePass
+from wan.geometry import LatentGeometry
 from wan.model import CausalWanModel, TextContext
 from wan.rope import Rope3D
 
 NoiseSource = Callable[[torch.Size], torch.Tensor]
+
+
+def gaussian_noise(generator: torch.Generator) -> NoiseSource:
+    """Standard-normal draws on the CPU from `generator` (identical on every device)."""
+    return lambda shape: torch.randn(shape, generator=generator)
 
 
 @dataclass
@@ -51,11 +57,12 @@ class CausalRollout:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         mcfg = model.cfg
-        self.grid_hw = model.patch_grid(latent_shape[1], latent_shape[2])
-        self.schedule = FlowMatchSchedule(cfg.timestep_shift)
+        self.geometry = LatentGeometry.of(mcfg, latent_shape[1], latent_shape[2])
+        self.grid_hw = self.geometry.grid_hw
+        self.schedule = FlowMatchSchedule(cfg.model_kwargs.timestep_shift)
         self.step_timesteps = self.schedule.step_timesteps(cfg.denoising_step_list, cfg.warp_denoising_step)
         self.rope = Rope3D(mcfg.head_dim, mcfg.rope_max_positions, self.device)
-        geometry = CacheGeometry(mcfg.num_layers, prompt_embeds[0].shape[0], self.grid_hw[0] * self.grid_hw[1], self.grid_hw,
+        geometry = CacheGeometry(mcfg.num_layers, prompt_embeds[0].shape[0], self.geometry.tokens_per_frame, self.grid_hw,
                                  mcfg.num_heads, mcfg.head_dim, num_frames, cfg.num_frame_per_block, self.device, self.dtype)
         self.policy: ContextPolicy = policy_factory(PolicySetup(geometry, self.rope, seed))
         with self._autocast(), torch.no_grad():

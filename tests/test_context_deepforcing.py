@@ -8,7 +8,7 @@ from pipeline.context.policy import CacheGeometry, PolicySetup
 from pipeline.prompt_schedule import PromptSchedule
 from pipeline.retrieval import RandomRetrieval
 from pipeline.rollout import generate
-from pipeline.rollout_config import RolloutConfig
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from wan.rope import Rope3D
 
 T = 16  # tokens per frame of the fixtures' 8 x 8 latents
@@ -41,7 +41,7 @@ class Probe(DeepForcingPolicy):
 
 def run(num_frames=36, scorer=None, hysteresis=False, policy_cls=Probe, seed=4):
     model = fixture_generator()
-    cfg = RolloutConfig(method="deepforcing", df_hysteresis=hysteresis)
+    cfg = RolloutConfig(method="deepforcing", model_kwargs=ModelKwargs(df_hysteresis=hysteresis))
     noise = torch.randn(1, num_frames, 16, 8, 8, generator=torch.Generator().manual_seed(seed))
     prompt = torch.randn(1, 10, 32, generator=torch.Generator().manual_seed(5))
     made = []

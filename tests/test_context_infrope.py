@@ -9,7 +9,7 @@ from pipeline.context.policy import CacheGeometry, PolicySetup
 from pipeline.prompt_schedule import parse_infrope_prompt
 from pipeline.retrieval import RandomRetrieval
 from pipeline.rollout import generate
-from pipeline.rollout_config import RolloutConfig
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from wan.block_attention import BlockKV
 from wan.rope import Rope3D
 
@@ -84,7 +84,7 @@ def rollout(cfg: RolloutConfig, line: str = "one prompt"):
 def test_single_prompt_infrope_equals_latentmem_without_retrieval_and_attends_what_native_attends():
     infrope = rollout(RolloutConfig(method="infrope"))
     # K = 0 leaves latentmem an 11-frame local window; nothing is ever retrieved
-    latentmem = rollout(RolloutConfig(method="latentmem", memory_size=0, recent_exclude=0))
+    latentmem = rollout(RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(memory_size=0, recent_exclude=0)))
     native = rollout(RolloutConfig(method="native"))
     assert (infrope.latents - latentmem.latents).abs().max() < 1e-6
     for ours, mem, nat in zip(infrope.context_log, latentmem.context_log, native.context_log):

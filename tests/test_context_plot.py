@@ -1,6 +1,6 @@
 import imageio.v2 as imageio
 
-from pipeline.context_plot import context_points, plot_context
+from inference_job.context_plot import context_points, plot_context
 
 LOG = [
     {"first_frame": 3, "keys": [[0, 0, 16], [1, 1, 16], [2, 2, 16]]},

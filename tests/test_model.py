@@ -10,6 +10,7 @@ from conftest import FIXTURES, load_fixture
 from pipeline.scheduler import FlowMatchSchedule
 from wan.block_attention import BlockAttention, BlockContext
 from wan.checkpoint import load_backbone_checkpoint
+from wan.geometry import LatentGeometry
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig, model_preset
 from wan.rope import Rope3D
@@ -21,7 +22,8 @@ def first_block_attention(model: CausalWanModel, num_frames: int, latent_hw: tup
     """The first block of a video: it attends only itself, at positions 0 .. num_frames - 1."""
     positions = list(range(num_frames))
     context = BlockContext(tuple(positions), [], positions, positions)
-    return BlockAttention(context, Rope3D(model.cfg.head_dim, model.cfg.rope_max_positions), model.patch_grid(*latent_hw))
+    grid = LatentGeometry.of(model.cfg, *latent_hw).grid_hw
+    return BlockAttention(context, Rope3D(model.cfg.head_dim, model.cfg.rope_max_positions), grid)
 
 
 def test_full_size_model_matches_manifest_name_by_name_shape_by_shape():
@@ -40,14 +42,14 @@ def test_full_size_preset_equals_manifest_config():
     manifest = json.loads((FIXTURES / "manifest_causal_dit_1.3b.json").read_text())
     cfg = model_preset("wan2.1-t2v-1.3b")
     assert WanModelConfig.from_dict(manifest["config"]) == cfg
-    assert cfg.head_dim == 128 and cfg.tokens_per_frame(60, 104) == 1560
+    assert cfg.head_dim == 128 and LatentGeometry.of(cfg, 60, 104).tokens_per_frame == 1560
 
 
 def test_demo_preset_equals_fixture_generator_config():
     trace = load_fixture("gen_native_sink1.pt")
     cfg = model_preset("demo")
     assert WanModelConfig.from_dict(trace["config"]["model"]) == cfg
-    assert cfg.tokens_per_frame(8, 8) == trace["config"]["tokens_per_frame"] == 16
+    assert LatentGeometry.of(cfg, 8, 8).tokens_per_frame == trace["config"]["tokens_per_frame"] == 16
 
 
 @pytest.mark.parametrize("latent_hw", [(8, 8), (6, 10)])

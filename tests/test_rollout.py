@@ -8,7 +8,7 @@ from pipeline.descriptors import AvgPoolDescriptor
 from pipeline.replay import build_method, build_model, recorded_noise, rollout_config, trace_prompts
 from pipeline.retrieval import RandomRetrieval, TopKRetrieval
 from pipeline.rollout import generate
-from pipeline.rollout_config import RolloutConfig
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from wan.checkpoint import load_backbone_checkpoint
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig
@@ -16,10 +16,10 @@ from wan.model_config import WanModelConfig
 
 def run_fixture(name):
     trace = load_fixture(name)
-    model = build_model(trace["config"], FIXTURES)
-    method = build_method(trace, FIXTURES)
+    rcfg, model = rollout_config(trace, FIXTURES), build_model(trace["config"], FIXTURES)
+    method = build_method(rcfg, model, tuple(trace["noise"].shape[2:]))
     embeds, schedule = trace_prompts(trace, method)
-    result = generate(model, rollout_config(trace), trace["noise"], embeds, recorded_noise(trace), method.policy, schedule)
+    result = generate(model, rcfg, trace["noise"], embeds, recorded_noise(trace), method.policy, schedule)
     return trace, result
 
 
@@ -54,8 +54,8 @@ def test_latentmem_rollout_reproduces_reference(name):
 
 def test_disabling_retrieval_changes_latentmem_outputs():
     trace = load_fixture("gen_latentmem_avgpool.pt")
-    cfg = rollout_config(trace)
-    cfg.memory_size, cfg.recent_exclude = 6, 10**6  # nothing is ever eligible
+    cfg = rollout_config(trace, FIXTURES)
+    cfg.model_kwargs.memory_size, cfg.model_kwargs.recent_exclude = 6, 10**6  # nothing is ever eligible
     model = build_model(trace["config"], FIXTURES)
     result = generate(model, cfg, trace["noise"], trace["prompt_embeds"], recorded_noise(trace), avg_pool_policy(cfg))
     assert result.extras["retrieval_log"] == []
@@ -77,7 +77,7 @@ def per_sample_noise(seeds, shape_tail):
 def test_batch_of_two_matches_single_runs_with_different_selections():
     model = CausalWanModel(WanModelConfig.from_dict(load_fixture("gen_latentmem_avgpool.pt")["config"]["model"])).eval()
     load_backbone_checkpoint(model, FIXTURES / "gen_generator.pt")
-    cfg = RolloutConfig(method="latentmem", compression_method="avg_pool")
+    cfg = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(compression_method="avg_pool"))
     noise = torch.randn(2, 36, 16, 8, 8, generator=torch.Generator().manual_seed(1))
     prompts = torch.randn(2, 10, 32, generator=torch.Generator().manual_seed(2))
     policy = avg_pool_policy(cfg)
@@ -91,12 +91,12 @@ def test_batch_of_two_matches_single_runs_with_different_selections():
     assert any(a != b for a, b in selections), "the two samples should retrieve different frames"
     for entry in batched.extras["retrieval_log"]:
         for row in entry["selected_pool_indices"]:
-            assert len(row) <= cfg.memory_size and max(row) < entry["num_banked"] - cfg.recent_exclude
+            assert len(row) <= cfg.model_kwargs.memory_size and max(row) < entry["num_banked"] - cfg.model_kwargs.recent_exclude
 
 
 def test_random_retrieval_respects_guard_and_seed():
     model = CausalWanModel(WanModelConfig.from_dict(load_fixture("gen_latentmem_avgpool.pt")["config"]["model"])).eval()
-    cfg = RolloutConfig(method="latentmem", compression_method="random")
+    cfg = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(compression_method="random"))
     noise = torch.randn(1, 30, 16, 8, 8, generator=torch.Generator().manual_seed(3))
     prompts = torch.randn(1, 10, 32)
     policy = build_context_method(cfg, RandomRetrieval).policy

@@ -31,9 +31,6 @@ from pipeline.prompt_schedule import Block
 from wan.block_attention import BlockContext, CachedFrames
 from wan.rope import grid_position
 
-SCORE_QUERIES = ("both", "current", "clean")
-
-
 class TokenScorer(Protocol):
     def __call__(self, q: torch.Tensor, k: torch.Tensor, candidates: slice, frames: torch.Tensor) -> torch.Tensor:
         """q: [B, Sq, n, d] scoring queries; k: [B, Sk, n, d] every key they would attend; `candidates`
@@ -125,9 +122,9 @@ class DeepForcingPolicy:
         g = setup.geometry
         nf = g.frames_per_block
         self.capacity = window - sink_size - recent - nf  # C: compressed frames' worth
-        if self.capacity < (nf if hysteresis else 1):
+        if self.capacity < (nf + 1 if hysteresis else 1):
             raise ValueError(f"window {window} - sink {sink_size} - recent {recent} - block {nf} leaves {self.capacity} "
-                             "frames for compressed tokens; need at least 1 (a block with hysteresis)")
+                             "frames for compressed tokens; need at least 1 (a block more with hysteresis)")
         self.window, self.sink_size, self.recent, self.nf = window, sink_size, recent, nf
         self.scorer = scorer or AttentionScore(probabilities=True)
         self.score_queries, self.hysteresis = score_queries, hysteresis
