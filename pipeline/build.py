@@ -199,7 +199,8 @@ def build_context_method(cfg: RolloutConfig, retrieval: Callable[[], Retrieval])
         parse = partial(parse_infrope_prompt, frames_per_block=nf, cut_from_ending_scene=not mk.infrope_cut_on_marked_scene)
     elif cfg.method == "deepforcing":
         policy = partial(DeepForcingPolicy, **window, recent=mk.df_recent, scorer=AttentionScore(probabilities=mk.df_score == "softmax"),
-                         score_queries=mk.df_score_queries, hysteresis=mk.df_hysteresis)
+                         current_queries=mk.df_score_queries != "clean", clean_queries=mk.df_score_queries != "current",
+                         hysteresis=mk.df_hysteresis)
     else:
         raise ValueError(f"unknown method '{cfg.method}'; choose one of native, latentmem, infrope, deepforcing")
     return ContextMethod(cfg.method, policy, parse)

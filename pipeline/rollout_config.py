@@ -71,6 +71,8 @@ class ModelKwargs:
             raise ConfigError(f"model_kwargs.df_score '{self.df_score}' is not one of {list(DF_SCORES)}")
         if self.df_score_queries not in DF_SCORE_QUERIES:
             raise ConfigError(f"model_kwargs.df_score_queries '{self.df_score_queries}' is not one of {list(DF_SCORE_QUERIES)}")
+        if self.df_score_queries == "clean" and self.df_recent == 0:
+            raise ConfigError("model_kwargs.df_score_queries 'clean' needs clean frames: df_recent is 0")
         compressed = self.local_attn_size - self.sink_size - self.df_recent - num_frame_per_block
         needed = num_frame_per_block + 1 if self.df_hysteresis else 1
         if compressed < needed:

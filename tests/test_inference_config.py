@@ -89,6 +89,7 @@ def test_defaults_plus_overrides_need_no_file():
         (["method=deepforcing", "model_kwargs.ae_ckpt=null", "model_kwargs.df_score=entropy"], ["df_score 'entropy'"]),
         (["method=deepforcing", "model_kwargs.ae_ckpt=null", "model_kwargs.df_recent=9"], ["leaves -1 frames for compressed"]),
         (["method=infrope", "model_kwargs.ae_ckpt=null", "model_kwargs.infrope_cut_position=5"], ["infrope_cut_position 5"]),
+        (["method=deepforcing", "model_kwargs.df_score_queries=clean", "model_kwargs.df_recent=0"], ["needs clean frames"]),
         (["num_output_frames=31"], ["num_output_frames 31", "num_frame_per_block 3"]),
         (["model_kwargs.memory_size=11"], ["local_attn_size 12", "sink_size 1", "memory_size 11"]),
         (["model_kwargs.memory_size=0"], ["memory_size"]),

@@ -118,7 +118,9 @@ class CompressedTokens:
 
 class DeepForcingPolicy:
     def __init__(self, setup: PolicySetup, window: int, sink_size: int, recent: int = 2, scorer: TokenScorer | None = None,
-                 score_queries: str = "both", hysteresis: bool = False):
+                 current_queries: bool = True, clean_queries: bool = True, hysteresis: bool = False):
+        """current_queries / clean_queries: which queries score the candidates (the block's at t = 1000,
+        the recent clean frames' from their recache pass; the paper's best variant uses both)."""
         g = setup.geometry
         nf = g.frames_per_block
         self.capacity = window - sink_size - recent - nf  # C: compressed frames' worth
@@ -127,7 +129,7 @@ class DeepForcingPolicy:
                              "frames for compressed tokens; need at least 1 (a block more with hysteresis)")
         self.window, self.sink_size, self.recent, self.nf = window, sink_size, recent, nf
         self.scorer = scorer or AttentionScore(probabilities=True)
-        self.score_queries, self.hysteresis = score_queries, hysteresis
+        self.current_queries, self.clean_queries, self.hysteresis = current_queries, clean_queries, hysteresis
         self.rope, self.grid_hw, self.tokens_per_frame = setup.rope, g.grid_hw, g.tokens_per_frame
         # the cache holds the sink, the recent clean frames and the block; older frames move to `stores`
         self.cache = g.window_cache(sink_size + recent + nf, sink_size)
@@ -180,9 +182,9 @@ class DeepForcingPolicy:
         keys = torch.cat([self._hw_only(sink_k), self.rope.rotate_tokens(store.k, zeros, h, w).to(k.dtype),
                           self._hw_only(recent_k), self._hw_only(k)], dim=1)
         queries = []
-        if self.score_queries in ("both", "current"):
+        if self.current_queries:
             queries.append(self._hw_only(q))
-        if self.score_queries in ("both", "clean") and self.clean_q[layer] is not None:
+        if self.clean_queries and self.clean_q[layer] is not None:
             queries.append(self._hw_only(self.clean_q[layer]))
         candidates = slice(sink_k.shape[1], sink_k.shape[1] + store.size)
         scores = self.scorer(torch.cat(queries, 1), keys, candidates, store.frame)
