@@ -7,10 +7,10 @@ import pytest
 from evaluation.retrieval_stats import age_histogram, retrieval_diagnostics, retrieval_events, reuse, similarity_over_time
 from evaluation.run_folder import RunInfo
 
-LOGS = {
-    "0000-0": {"blocks": [{"query_frame": 17, "selected_frames": [[1, 4]], "similarities": [[0.9, 0.7]]},
-                          {"query_frame": 20, "selected_frames": [[1, 7]], "similarities": [[0.8, 0.6]]}]},
-    "0001-0": {"blocks": [{"query_frame": 17, "selected_frames": [[1]], "similarities": [[0.5]]}]},
+LOGS = {  # stem -> the retrieval decisions of its context log
+    "0000-0": [{"query_frame": 17, "selected_frames": [[1, 4]], "similarities": [[0.9, 0.7]]},
+               {"query_frame": 20, "selected_frames": [[1, 7]], "similarities": [[0.8, 0.6]]}],
+    "0001-0": [{"query_frame": 17, "selected_frames": [[1]], "similarities": [[0.5]]}],
 }
 
 
