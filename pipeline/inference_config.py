@@ -128,6 +128,9 @@ class InferenceConfig:
         if self.adapter is not None and (self.adapter.rank < 1 or self.adapter.alpha <= 0):
             raise ConfigError(f"adapter.rank must be >= 1 and adapter.alpha > 0, got {self.adapter.rank} / {self.adapter.alpha}")
         mk = self.model_kwargs
+        if mk.use_latentmem and mk.compression_method == "oracle":
+            raise ConfigError("model_kwargs.compression_method 'oracle' needs per-frame ground truth, which only the toy-world "
+                              "experiment has (python -m toyworld.experiment); choose ae | avg_pool | random")
         if mk.use_latentmem and mk.compression_method == "ae" and mk.ae_ckpt is None and not self.is_demo:
             raise ConfigError("model_kwargs.ae_ckpt is null but compression_method is 'ae'; set it to checkpoints/ae_latent_mem.pt "
                               "(or choose compression_method avg_pool | random)")

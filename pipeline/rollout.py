@@ -136,19 +136,30 @@ def generate(
     descriptor: FrameDescriptor | None = None,
     memory_seed: int = 0,
     progress: bool = False,
+    opening: torch.Tensor | None = None,
 ) -> RolloutResult:
-    """Generate all frames of `noise` ([B, F, C, H, W]) block by block."""
+    """Generate all frames of `noise` ([B, F, C, H, W]) block by block.
+
+    `opening` ([B, F0, C, H, W] clean frames, F0 a multiple of the block size) replaces the first F0
+    frames: they are cached, indexed and banked like generated frames (a ground-truth opening).
+    """
     b, num_frames, c, h, w = noise.shape
     nf = cfg.num_frame_per_block
     if num_frames % nf:
         raise ValueError(f"{num_frames} frames is not a multiple of num_frame_per_block {nf}")
+    num_opening = 0 if opening is None else opening.shape[1]
+    if num_opening % nf or num_opening > num_frames:
+        raise ValueError(f"opening of {num_opening} frames must be a multiple of num_frame_per_block {nf} and at most {num_frames}")
     rollout = CausalRollout(model, cfg, prompt_embeds, (c, h, w), num_frames, descriptor, memory_seed)
     out = torch.empty(noise.shape, dtype=torch.float32, device=rollout.device)
     timings = []
     for first in tqdm(range(0, num_frames, nf), desc="blocks", disable=not progress, leave=False):
         start = time.perf_counter()
         attn = rollout.begin_block(first)
-        x0 = rollout.denoise_block(attn, noise[:, first : first + nf].to(rollout.device), renoise)
+        if first < num_opening:
+            x0 = opening[:, first : first + nf].to(rollout.device, torch.float32)
+        else:
+            x0 = rollout.denoise_block(attn, noise[:, first : first + nf].to(rollout.device), renoise)
         out[:, first : first + nf] = x0
         rollout.finish_block(attn, x0, renoise)
         if rollout.device.type == "cuda":

@@ -23,7 +23,7 @@ class RolloutConfig:
     use_latentmem: bool = False
     memory_size: int = 6  # K: retrieved frames per block
     recent_exclude: int = 5  # R: newest bank entries that may not be retrieved
-    compression_method: str = "ae"  # retrieval descriptor: ae | avg_pool | random
+    compression_method: str = "ae"  # retrieval descriptor: ae | avg_pool | random | oracle (ground truth; toy world only)
     memory_device: str = "auto"  # where the history bank lives: auto (= compute device) | cpu | cuda[:i]
     memory_dtype: str = "auto"  # bank dtype: auto (= model dtype) | float32 | bfloat16 | float16
 

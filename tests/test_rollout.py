@@ -97,3 +97,47 @@ def test_random_retrieval_respects_guard_and_seed():
     for entry in runs[0].retrieval_log:
         assert entry["similarities"] is None
         assert max(entry["selected_pool_indices"][0]) < entry["num_eligible"]
+
+
+def fixture_model():
+    model = CausalWanModel(WanModelConfig.from_dict(load_fixture("gen_latentmem_avgpool.pt")["config"]["model"])).eval()
+    load_backbone_checkpoint(model, FIXTURES / "gen_generator.pt")
+    return model
+
+
+def test_opening_frames_are_kept_cached_and_indexed():
+    model = fixture_model()
+    cfg = RolloutConfig(use_latentmem=True, compression_method="avg_pool")
+    noise = torch.randn(1, 30, 16, 8, 8, generator=torch.Generator().manual_seed(4))
+    prompts = torch.randn(1, 10, 32, generator=torch.Generator().manual_seed(5))
+    opening = torch.randn(1, 6, 16, 8, 8, generator=torch.Generator().manual_seed(6))
+    free = generate(model, cfg, noise, prompts, per_sample_noise([7], None), AvgPoolDescriptor())
+    opened = generate(model, cfg, noise, prompts, per_sample_noise([7], None), AvgPoolDescriptor(), opening=opening)
+    assert torch.equal(opened.latents[:, :6], opening)
+    assert torch.allclose(opened.descriptors[:, :6], opening.mean(dim=(-2, -1)))
+    # the generated frames see the opening: they differ from the free run's
+    assert (opened.latents[:, 6:9] - free.latents[:, 6:9]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="multiple of num_frame_per_block"):
+        generate(model, cfg, noise, prompts, per_sample_noise([7], None), AvgPoolDescriptor(), opening=opening[:, :4])
+
+
+def test_oracle_descriptor_retrieves_the_frames_its_ground_truth_says():
+    from pipeline.descriptors import GroundTruthDescriptor
+
+    model = fixture_model()
+    cfg = RolloutConfig(use_latentmem=True, compression_method="oracle")
+    cfg.validate()
+    frames, classes = 45, 4
+    truth = torch.nn.functional.one_hot(torch.arange(frames) % classes, classes).float()[None]  # [1, F, 4]
+    noise = torch.randn(1, frames, 16, 8, 8, generator=torch.Generator().manual_seed(8))
+    result = generate(model, cfg, noise, torch.randn(1, 10, 32), per_sample_noise([9], None), GroundTruthDescriptor(truth))
+    assert len(result.retrieval_log) > 0
+    for entry in result.retrieval_log:
+        query_class = entry["query_frame"] % classes
+        eligible = entry["num_eligible"]
+        same = [f for f in range(cfg.sink_size, cfg.sink_size + eligible) if f % classes == query_class]
+        hits = [f for f, s in zip(entry["selected_frames"][0], entry["similarities"][0]) if s > 0.999]
+        assert all(f % classes == query_class for f in hits)
+        assert len(hits) == min(cfg.memory_size, len(same))
+    with pytest.raises(ValueError, match="ground truth"):
+        GroundTruthDescriptor(truth)(torch.zeros(1, frames + 1, 16, 8, 8))

@@ -1,0 +1,112 @@
+import pytest
+import torch
+
+from pipeline.descriptors import AvgPoolDescriptor
+from pipeline.rollout import generate
+from pipeline.rollout_config import RolloutConfig
+from pipeline.scheduler import FlowMatchSchedule
+from toydatasets.toy_world import WorldConfig, make_world
+from toyworld.batches import bank_eligible, sample_sequence
+from toyworld.train import Phase, ToyTrainConfig, build_generator, generator_loss, run_phase
+from utils.config import ConfigError
+from wan.rope import Rope3D
+
+WORLD = WorldConfig(height=32, width=32, num_regions=6, num_objects=8)
+
+
+def tiny_config(tmp_path, **kw) -> ToyTrainConfig:
+    cfg = ToyTrainConfig(world=WORLD, model_preset="demo", out_dir=str(tmp_path), num_worlds=4, batch_size=4,
+                         max_frames=36, warmup_steps=5, checkpoint_every=3, **kw)
+    cfg.validate()
+    return cfg
+
+
+class Generator:
+    """The generator phase of toyworld.train on a tiny config."""
+
+    def __init__(self, cfg: ToyTrainConfig):
+        self.cfg = cfg
+        self.worlds = [make_world(cfg.world, s) for s in range(cfg.num_worlds)]
+        self.model = build_generator(cfg)
+        self.rope = Rope3D(self.model.cfg.head_dim, self.model.cfg.rope_max_positions)
+        self.schedule = FlowMatchSchedule(cfg.rollout.timestep_shift)
+        self.steps = self.schedule.step_timesteps(cfg.rollout.denoising_step_list, True)
+
+    def loss(self, g: torch.Generator) -> torch.Tensor:
+        return generator_loss(self.model, self.rope, self.schedule, self.steps, self.worlds, self.cfg, g)
+
+    def phase(self, loss=None) -> Phase:
+        return Phase("generator", self.model, loss or self.loss, self.cfg.steps, self.cfg.lr, self.cfg.min_lr,
+                     self.cfg.warmup_steps, self.cfg.grad_clip)
+
+    def held_out_loss(self) -> float:
+        with torch.no_grad():
+            return sum(self.loss(torch.Generator().manual_seed(100 + i)).item() for i in range(4)) / 4
+
+
+def test_training_lowers_the_loss_in_a_few_steps(tmp_path):
+    gen = Generator(tiny_config(tmp_path, steps=40))
+    before = gen.held_out_loss()
+    log = run_phase(gen.phase(), gen.cfg, tmp_path / "state.pt", seed=0)
+    after = gen.held_out_loss()
+    assert len(log["losses"]) == 40
+    assert after < 0.8 * before, (before, after)
+
+
+def test_interrupted_training_resumes_bit_identically(tmp_path):
+    straight = Generator(tiny_config(tmp_path / "a", steps=7))
+    run_phase(straight.phase(), straight.cfg, tmp_path / "a" / "state.pt", seed=0)
+
+    resumed = Generator(tiny_config(tmp_path / "b", steps=7))
+    calls = []
+
+    def crashing(g):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return resumed.loss(g)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_phase(resumed.phase(crashing), resumed.cfg, tmp_path / "b" / "state.pt", seed=0)
+    fresh = Generator(tiny_config(tmp_path / "b", steps=7))  # a new process: new model, state from the file
+    log = run_phase(fresh.phase(), fresh.cfg, tmp_path / "b" / "state.pt", seed=0)
+    assert len(log["losses"]) == 7
+    for (name, a), b in zip(straight.model.state_dict().items(), fresh.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    other = Generator(tiny_config(tmp_path / "b", steps=7, lr=5e-4))
+    with pytest.raises(ConfigError, match="other settings"):
+        run_phase(other.phase(), other.cfg, tmp_path / "b" / "state.pt", seed=0)
+
+
+def test_sequences_follow_the_block_loop_layouts():
+    cfg = RolloutConfig()
+    worlds = [make_world(WORLD, 0)]
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(30):
+        seq = sample_sequence(worlds, WORLD, cfg, 2, 48, g)
+        seen.add(seq.layout)
+        s = seq.frames.shape[1]
+        assert seq.frames.shape == (2, s, 16, 8, 8) and seq.positions.shape == seq.groups.shape == (s,)
+        assert s <= cfg.local_attn_size  # the same budget as a rollout
+        assert (seq.groups[-seq.num_target :] == seq.groups.max()).all()  # the target block sees every context frame
+        assert (seq.groups[:-seq.num_target] < seq.groups.max()).all()
+    assert seen == {"native", "window", "memory_window"}
+
+
+def test_bank_eligible_matches_the_pipeline_history_bank():
+    from conftest import load_fixture
+    from wan.model import CausalWanModel
+    from wan.model_config import WanModelConfig
+
+    model = CausalWanModel(WanModelConfig.from_dict(load_fixture("gen_latentmem_avgpool.pt")["config"]["model"])).eval()
+    cfg = RolloutConfig(use_latentmem=True, compression_method="avg_pool")
+    g = torch.Generator().manual_seed(0)
+    result = generate(model, cfg, torch.randn(1, 36, 16, 8, 8, generator=g), torch.randn(1, 10, 32, generator=g),
+                      lambda shape: torch.randn(shape, generator=g), AvgPoolDescriptor())
+    assert result.retrieval_log
+    for entry in result.retrieval_log:
+        eligible = bank_eligible(entry["block_start_frame"], cfg)
+        assert len(eligible) == entry["num_eligible"]
+        assert set(entry["selected_frames"][0]) <= set(eligible)
+    assert len(bank_eligible(12, cfg)) == 0
