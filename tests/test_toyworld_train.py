@@ -5,8 +5,9 @@ from pipeline.descriptors import AvgPoolDescriptor
 from pipeline.rollout import generate
 from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
-from toydatasets.toy_world import WorldConfig, make_world
+from toydatasets.toy_world import Trajectory, WorldConfig, make_world, views
 from toyworld.batches import bank_eligible, sample_sequence
+from toyworld.rollouts import rollout_from_opening
 from toyworld.train import Phase, ToyTrainConfig, build_generator, generator_loss, run_phase
 from utils.config import ConfigError
 from wan.rope import Rope3D
@@ -14,9 +15,13 @@ from wan.rope import Rope3D
 WORLD = WorldConfig(height=32, width=32, num_regions=6, num_objects=8)
 
 
+SMALL_WINDOW = RolloutConfig(local_attn_size=6, memory_size=2, recent_exclude=1)  # short sequences: fast steps
+
+
 def tiny_config(tmp_path, **kw) -> ToyTrainConfig:
-    cfg = ToyTrainConfig(world=WORLD, model_preset="demo", out_dir=str(tmp_path), num_worlds=4, batch_size=4,
-                         max_frames=36, warmup_steps=5, checkpoint_every=3, **kw)
+    settings = dict(world=WORLD, rollout=SMALL_WINDOW, model_preset="demo", out_dir=str(tmp_path), num_worlds=8, batch_size=8,
+                    max_frames=24, warmup_steps=5, checkpoint_every=3, lr=4e-3)
+    cfg = ToyTrainConfig(**{**settings, **kw})
     cfg.validate()
     return cfg
 
@@ -44,13 +49,37 @@ class Generator:
             return sum(self.loss(torch.Generator().manual_seed(100 + i)).item() for i in range(4)) / 4
 
 
-def test_training_lowers_the_loss_in_a_few_steps(tmp_path):
-    gen = Generator(tiny_config(tmp_path, steps=40))
+@pytest.fixture(scope="module")
+def briefly_trained(tmp_path_factory):
+    """A tiny generator before and after 100 steps (the two tests below share the ~15 s of training)."""
+    tmp = tmp_path_factory.mktemp("toy_train")
+    gen = Generator(tiny_config(tmp, steps=100, checkpoint_every=100))
     before = gen.held_out_loss()
-    log = run_phase(gen.phase(), gen.cfg, tmp_path / "state.pt", seed=0)
-    after = gen.held_out_loss()
-    assert len(log["losses"]) == 40
+    log = run_phase(gen.phase(), gen.cfg, tmp / "state.pt", seed=0)
+    return gen, before, gen.held_out_loss(), log
+
+
+def test_training_lowers_the_loss(briefly_trained):
+    gen, before, after, log = briefly_trained
+    assert len(log["losses"]) == 100
     assert after < 0.8 * before, (before, after)
+
+
+def test_true_frames_in_the_window_are_reproduced_better_than_wrong_ones(briefly_trained):
+    """The sanity check of the testbed: the same model, the same camera path, the opening taken from the
+    true world or from another one; the next block is closer to the truth when the window holds the truth."""
+    gen = briefly_trained[0]
+    pos = torch.stack([Trajectory("loop", (2 * i, 2 * i), (0, 1 - 2 * (i % 2))).positions(WORLD, 9) for i in range(16)])
+    truth = torch.stack([views(make_world(WORLD, 500 + i), p, WORLD.view) for i, p in enumerate(pos)])
+    wrong = torch.stack([views(make_world(WORLD, 600 + i), p, WORLD.view) for i, p in enumerate(pos)])
+
+    def next_block_error(opening):
+        frames = torch.cat([opening[:, :6], truth[:, 6:]], dim=1)
+        result = rollout_from_opening(gen.model, "native", SMALL_WINDOW, frames, pos, WORLD, 6, seed=0)
+        return (result.latents[:, 6:] - truth[:, 6:]).pow(2).mean().item()
+
+    with_truth, with_wrong = next_block_error(truth), next_block_error(wrong)
+    assert with_truth < 0.93 * with_wrong, (with_truth, with_wrong)
 
 
 def test_interrupted_training_resumes_bit_identically(tmp_path):
