@@ -113,7 +113,7 @@ def test_sequences_follow_the_block_loop_layouts():
     g = torch.Generator().manual_seed(0)
     seen = set()
     for _ in range(30):
-        seq = sample_sequence(worlds, WORLD, cfg, 2, 48, g)
+        seq = sample_sequence(worlds, WORLD, cfg, 2, 48, {"native": 1, "window": 1, "memory_window": 1}, 0.5, g)
         seen.add(seq.layout)
         s = seq.frames.shape[1]
         assert seq.frames.shape == (2, s, 16, 8, 8) and seq.positions.shape == seq.groups.shape == (s,)

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.rollout_config import RolloutConfig
-from toydatasets.toy_world import KINDS, WorldConfig, sample_trajectory, view_overlap, views
+from toydatasets.toy_world import WorldConfig, sample_trajectory, view_overlap, views
 from wan.context_layout import block_layout
 
-# layout name -> (memory frames in the context, window-relative RoPE positions, sampling weight);
-# half the batches carry memory: only loops past one period make it useful, and that is the skill under test
-LAYOUTS = {"native": (False, False, 1.0), "window": (False, True, 1.0), "memory_window": (True, True, 2.0)}
+# layout name -> (memory frames in the context, window-relative RoPE positions)
+LAYOUTS = {"native": (False, False), "window": (False, True), "memory_window": (True, True)}
 
 
 @dataclass
@@ -62,13 +61,18 @@ def _memory_frames(positions: torch.Tensor, eligible: range, count: int, world: 
 
 
 def sample_sequence(
-    worlds: list[torch.Tensor], world: WorldConfig, rollout: RolloutConfig, batch: int, max_frames: int, g: torch.Generator
+    worlds: list[torch.Tensor], world: WorldConfig, rollout: RolloutConfig, batch: int, max_frames: int,
+    layout_weights: dict[str, float], loop_fraction: float, g: torch.Generator,
 ) -> TrainSequence:
-    """A batch of `batch` sequences sharing one layout and block index, each from a random world and trajectory."""
+    """A batch of `batch` sequences sharing one layout and block index, each from a random world and trajectory.
+
+    layout_weights: sampling weight of every name in LAYOUTS; loop_fraction: share of `loop` trajectories
+    (the others are `line`).
+    """
     nf = rollout.num_frame_per_block
-    weights = torch.tensor([w for *_, w in LAYOUTS.values()])
+    weights = torch.tensor([float(layout_weights[name]) for name in LAYOUTS])
     layout = list(LAYOUTS)[int(torch.multinomial(weights, 1, generator=g))]
-    with_memory, window_positions, _ = LAYOUTS[layout]
+    with_memory, window_positions = LAYOUTS[layout]
     first = nf * int(torch.randint(1, max_frames // nf, (1,), generator=g))
     eligible = bank_eligible(first, rollout)
     num_memory = min(rollout.memory_size, len(eligible)) if with_memory else 0
@@ -80,7 +84,7 @@ def sample_sequence(
     samples = []
     for _ in range(batch):
         w = worlds[int(torch.randint(0, len(worlds), (1,), generator=g))]
-        kind = KINDS[int(torch.randint(0, len(KINDS), (1,), generator=g))]
+        kind = "loop" if torch.rand(1, generator=g).item() < loop_fraction else "line"
         pos = sample_trajectory(world, kind, g).positions(world, first + nf)
         memory = _memory_frames(pos[:first], eligible, num_memory, world, g) if num_memory else []
         index = list(lay.sink_frames) + memory + list(lay.local_frames) + list(lay.current_frames)

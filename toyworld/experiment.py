@@ -16,7 +16,6 @@ of retrieved frames that show the place of the block (hit rate). Outputs in `out
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass, field
@@ -28,12 +27,13 @@ from tqdm.auto import tqdm
 from ae.model import load_retrieval_autoencoder
 from pipeline.rollout_config import RolloutConfig
 from toydatasets.toy_world import KINDS, WorldConfig, make_world, sample_trajectory, views
+from toyworld.cli import config_from_argv
 from toyworld.metrics import first_visits, frame_errors, nanmean, retrieval_hits, revisit_consistency
 from toyworld.plots import plot_error_over_time, plot_filmstrip
 from toyworld.rollouts import METHODS, method_config, rollout_from_opening
 from toyworld.train import load_generator
 from utils.atomic import atomic_write_text
-from utils.config import ConfigError, config_to_dict, load_config
+from utils.config import ConfigError, config_to_dict
 
 EVAL_WORLD_SEED = 1_000_000  # evaluation worlds start here; training uses 0 .. num_worlds - 1
 SCALARS = ("err_revisit", "err_other", "err_revisit_of_opening", "consistency", "hit_rate")
@@ -148,11 +148,7 @@ def run(cfg: ExperimentConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="YAML file with ExperimentConfig keys (default: the dataclass defaults)")
-    parser.add_argument("overrides", nargs="*", help='key=value overrides, e.g. seeds=[0,1] methods=[native,latentmem/oracle]')
-    args = parser.parse_args(argv)
-    cfg = load_config(ExperimentConfig, args.config, args.overrides)
+    cfg = config_from_argv(ExperimentConfig, __doc__, "seeds=[0,1] methods=[native,latentmem/oracle]", argv)
     results = run(cfg)
     print(summary_table(results["per_seed"]), end="")
     print(json.dumps({"seconds": round(results["seconds"], 1), "out_dir": cfg.out_dir}))

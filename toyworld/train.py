@@ -22,7 +22,6 @@ RNG state, so the result does not depend on interruptions.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -40,10 +39,11 @@ from ae.model import AEConfig, RetrievalAutoencoder
 from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
 from toydatasets.toy_world import KINDS, WorldConfig, make_world, sample_trajectory, views
-from toyworld.batches import sample_sequence
+from toyworld.batches import LAYOUTS, sample_sequence
+from toyworld.cli import config_from_argv
 from toyworld.sequence_attention import SequenceAttention
 from utils.atomic import atomic_torch_save, atomic_write_text
-from utils.config import ConfigError, config_to_dict, load_config
+from utils.config import ConfigError, config_to_dict
 from wan.model import CausalWanModel, TextContext
 from wan.model_config import MODEL_PRESETS, model_preset
 from wan.rope import Rope3D
@@ -69,6 +69,10 @@ class ToyTrainConfig:
     out_dir: str = "runs/toyworld"
     num_worlds: int = 64  # training worlds: seeds 0 .. num_worlds - 1
     max_frames: int = 72  # target blocks start anywhere before this frame (three loop periods)
+    # sampling weight of every context layout (toyworld/batches.py); memory is useful only in loops past
+    # one period, the skill under test, so most batches carry memory and most trajectories are loops
+    layout_weights: dict[str, float] = field(default_factory=lambda: {"native": 1.0, "window": 1.0, "memory_window": 3.0})
+    loop_fraction: float = 0.7
     steps: int = 3300
     batch_size: int = 8
     lr: float = 2e-3
@@ -93,6 +97,10 @@ class ToyTrainConfig:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.max_frames < 2 * self.rollout.num_frame_per_block:
             raise ConfigError(f"max_frames {self.max_frames} must hold at least two blocks of {self.rollout.num_frame_per_block}")
+        if set(self.layout_weights) != set(LAYOUTS) or min(self.layout_weights.values()) < 0 or not sum(self.layout_weights.values()) > 0:
+            raise ConfigError(f"layout_weights needs a weight >= 0 for each of {list(LAYOUTS)} (not all 0), got {dict(self.layout_weights)}")
+        if not 0 <= self.loop_fraction <= 1:
+            raise ConfigError(f"loop_fraction must be in [0, 1], got {self.loop_fraction}")
         if not 0 <= self.step_timestep_fraction <= 1:
             raise ConfigError(f"step_timestep_fraction must be in [0, 1], got {self.step_timestep_fraction}")
         if self.ae.steps < 0 or self.ae.seq_len < 3:
@@ -112,7 +120,7 @@ def null_prompt(model: CausalWanModel, batch: int) -> TextContext:
 def generator_loss(model: CausalWanModel, rope: Rope3D, schedule: FlowMatchSchedule, step_timesteps: torch.Tensor,
                    worlds: list[torch.Tensor], cfg: ToyTrainConfig, g: torch.Generator) -> torch.Tensor:
     """Flow-matching MSE on the target block of one sampled batch of sequences."""
-    seq = sample_sequence(worlds, cfg.world, cfg.rollout, cfg.batch_size, cfg.max_frames, g)
+    seq = sample_sequence(worlds, cfg.world, cfg.rollout, cfg.batch_size, cfg.max_frames, cfg.layout_weights, cfg.loop_fraction, g)
     x0, nt = seq.frames, seq.num_target  # x0: [B, S, C, H, W]
     b, s = x0.shape[:2]
     at_steps = torch.rand(b, generator=g) < cfg.step_timestep_fraction
@@ -255,11 +263,7 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tupl
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="YAML file with ToyTrainConfig keys (default: the dataclass defaults)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 world.width=64")
-    args = parser.parse_args(argv)
-    cfg = load_config(ToyTrainConfig, args.config, args.overrides)
+    cfg = config_from_argv(ToyTrainConfig, __doc__, "steps=100 world.width=64", argv)
     log = train(cfg)
     gen, ae = log["generator"], log["ae"]
     print(json.dumps({"generator_final_loss": sum(gen["losses"][-100:]) / max(1, len(gen["losses"][-100:])),
