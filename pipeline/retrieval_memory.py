@@ -53,7 +53,7 @@ class RetrievalMemory:
             if selection is None:
                 return None
         else:
-            selection = Selection(pool_indices, None, None)
+            selection = Selection(pool_indices, None)
         self._log(block_start, selection)
         return self.bank.gather(selection.pool_indices, dtype)
 

@@ -16,15 +16,22 @@ from tqdm.auto import tqdm
 from pipeline.descriptors import FrameDescriptor
 from pipeline.history_bank import HistoryBank
 from pipeline.retrieval_memory import RetrievalMemory
-from pipeline.rollout_config import RolloutConfig
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
+from utils.dtypes import resolve_dtype
 from wan.block_attention import BlockAttention
 from wan.context_layout import block_layout
+from wan.geometry import LatentGeometry
 from wan.kv_cache import FrameKVCache
 from wan.model import CausalWanModel, TextContext
 from wan.rope import Rope3D
 
 NoiseSource = Callable[[torch.Size], torch.Tensor]
+
+
+def gaussian_noise(generator: torch.Generator) -> NoiseSource:
+    """Standard-normal draws on the CPU from `generator` (identical on every device)."""
+    return lambda shape: torch.randn(shape, generator=generator)
 
 
 @dataclass
@@ -34,10 +41,6 @@ class RolloutResult:
     descriptors: torch.Tensor | None = None  # [B, F, D] (latentmem only)
     ms_per_block: list[float] = field(default_factory=list)
     kv_gathers: int = 0
-
-
-def _dtype(name: str, default: torch.dtype) -> torch.dtype:
-    return default if name == "auto" else getattr(torch, name)
 
 
 class CausalRollout:
@@ -57,42 +60,48 @@ class CausalRollout:
         self.model, self.cfg = model, cfg
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        mcfg = model.cfg
-        self.grid_hw = model.patch_grid(latent_shape[1], latent_shape[2])
-        tokens = self.grid_hw[0] * self.grid_hw[1]
+        mcfg, mk = model.cfg, cfg.model_kwargs
+        self.geometry = LatentGeometry.of(mcfg, latent_shape[1], latent_shape[2])
+        tokens = self.geometry.tokens_per_frame
         batch = prompt_embeds.shape[0]
-        self.schedule = FlowMatchSchedule(cfg.timestep_shift)
+        self.schedule = FlowMatchSchedule(mk.timestep_shift)
         self.step_timesteps = self.schedule.step_timesteps(cfg.denoising_step_list, cfg.warp_denoising_step)
         self.rope = Rope3D(mcfg.head_dim, mcfg.rope_max_positions, self.device)
-        self.cache = FrameKVCache(mcfg.num_layers, batch, cfg.local_attn_size, cfg.sink_size, tokens, mcfg.num_heads, mcfg.head_dim, self.device, self.dtype)
+        self.cache = FrameKVCache(mcfg.num_layers, batch, mk.local_attn_size, mk.sink_size, tokens, mcfg.num_heads, mcfg.head_dim, self.device, self.dtype)
         with self._autocast(), torch.no_grad():
             self.text: TextContext = model.encode_text(prompt_embeds.to(self.device))
-        self.memory: RetrievalMemory | None = None
-        if cfg.use_latentmem:
-            if descriptor is None:
-                raise ValueError(f"use_latentmem with compression_method '{cfg.compression_method}' needs a descriptor")
-            storage = self.device if cfg.memory_device == "auto" else torch.device(cfg.memory_device)
-            bank = HistoryBank(
-                mcfg.num_layers, batch, tokens, mcfg.num_heads, mcfg.head_dim,
-                capacity=max(num_frames - cfg.local_attn_size, 1),
-                storage_device=storage, storage_dtype=_dtype(cfg.memory_dtype, self.dtype), compute_device=self.device,
-            )
-            self.memory = RetrievalMemory(bank, descriptor, cfg.compression_method, cfg.memory_size, cfg.recent_exclude, memory_seed)
+        self.memory = self._build_memory(mk, descriptor, batch, num_frames, memory_seed)
+
+    def _build_memory(self, mk: ModelKwargs, descriptor: FrameDescriptor | None, batch: int, num_frames: int,
+                      seed: int) -> RetrievalMemory | None:
+        """The retrieval memory of a latentmem run (None for native runs): the one place `use_latentmem` is read."""
+        if not mk.use_latentmem:
+            return None
+        if descriptor is None:
+            raise ValueError(f"use_latentmem with compression_method '{mk.compression_method}' needs a descriptor")
+        mcfg = self.model.cfg
+        storage = self.device if mk.memory_device == "auto" else torch.device(mk.memory_device)
+        bank = HistoryBank(
+            mcfg.num_layers, batch, self.geometry.tokens_per_frame, mcfg.num_heads, mcfg.head_dim,
+            capacity=max(num_frames - mk.local_attn_size, 1),
+            storage_device=storage, storage_dtype=resolve_dtype(mk.memory_dtype, self.dtype), compute_device=self.device,
+        )
+        return RetrievalMemory(bank, descriptor, mk.compression_method, mk.memory_size, mk.recent_exclude, seed)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
     def begin_block(self, first_frame: int, pool_indices: torch.Tensor | None = None) -> BlockAttention:
         """Retrieval decision + context of the block starting at `first_frame`."""
-        cfg = self.cfg
+        mk = self.cfg.model_kwargs
         retrieved = self.memory.retrieve(first_frame, self.dtype, pool_indices) if self.memory else None
         layout = block_layout(
-            first_frame, cfg.num_frame_per_block, cfg.local_attn_size, cfg.sink_size,
-            memory_size=cfg.memory_size if cfg.use_latentmem else 0,
+            first_frame, self.cfg.num_frame_per_block, mk.local_attn_size, mk.sink_size,
+            memory_size=mk.reserved_memory_frames,
             num_retrieved=retrieved.num_frames if retrieved is not None else 0,
-            window_positions=cfg.use_latentmem,
+            window_positions=self.memory is not None,
         )
-        return BlockAttention(self.cache, layout, self.rope, self.grid_hw, retrieved)
+        return BlockAttention(self.cache, layout, self.rope, self.geometry.grid_hw, retrieved)
 
     @torch.no_grad()
     def predict_x0(self, attn: BlockAttention, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,12 @@ def test_every_method_gets_the_same_budget():
     base = RolloutConfig()
     for method in METHODS:
         cfg = method_config(method, base)
-        same = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("use_latentmem", "compression_method")}
-        assert same == {k: getattr(base, k) for k in same}
-    assert not method_config("native", base).use_latentmem
-    assert method_config("latentmem/oracle", base).compression_method == "oracle"
+        same = {f.name: getattr(cfg.model_kwargs, f.name) for f in dataclasses.fields(cfg.model_kwargs)
+                if f.name not in ("use_latentmem", "compression_method")}
+        assert same == {k: getattr(base.model_kwargs, k) for k in same}
+        assert dataclasses.replace(cfg, model_kwargs=base.model_kwargs) == base
+    assert not method_config("native", base).model_kwargs.use_latentmem
+    assert method_config("latentmem/oracle", base).model_kwargs.compression_method == "oracle"
     with pytest.raises(ConfigError, match="method 'infinite'"):
         method_config("infinite", base)
 
@@ -36,7 +38,7 @@ def test_oracle_retrieves_frames_of_the_revisited_place_and_keeps_the_opening():
     truth, pos = loop_batch(2 * WORLD.loop_period + 6)
     cfg = RolloutConfig()
     runs = {m: rollout_from_opening(model, m, cfg, truth, pos, WORLD, 6, seed=0) for m in ("latentmem/oracle", "latentmem/random")}
-    revisit = first_visits(pos, WORLD, cfg.local_attn_size, 0.5) >= 0
+    revisit = first_visits(pos, WORLD, cfg.model_kwargs.local_attn_size, 0.5) >= 0
     rates = {}
     for method, result in runs.items():
         assert torch.equal(result.latents[:, :6], truth[:, :6])

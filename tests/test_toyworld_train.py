@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from pipeline.descriptors import AvgPoolDescriptor
-from pipeline.rollout import generate
-from pipeline.rollout_config import RolloutConfig
+from pipeline.rollout import gaussian_noise, generate
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
 from toydatasets.toy_world import Trajectory, WorldConfig, make_world, views
 from toyworld.batches import bank_eligible, sample_sequence
@@ -15,7 +15,7 @@ from wan.rope import Rope3D
 WORLD = WorldConfig(height=32, width=32, num_regions=6, num_objects=8)
 
 
-SMALL_WINDOW = RolloutConfig(local_attn_size=6, memory_size=2, recent_exclude=1)  # short sequences: fast steps
+SMALL_WINDOW = RolloutConfig(model_kwargs=ModelKwargs(local_attn_size=6, memory_size=2, recent_exclude=1))  # short sequences: fast steps
 
 
 def tiny_config(tmp_path, **kw) -> ToyTrainConfig:
@@ -34,7 +34,7 @@ class Generator:
         self.worlds = [make_world(cfg.world, s) for s in range(cfg.num_worlds)]
         self.model = build_generator(cfg)
         self.rope = Rope3D(self.model.cfg.head_dim, self.model.cfg.rope_max_positions)
-        self.schedule = FlowMatchSchedule(cfg.rollout.timestep_shift)
+        self.schedule = FlowMatchSchedule(cfg.rollout.model_kwargs.timestep_shift)
         self.steps = self.schedule.step_timesteps(cfg.rollout.denoising_step_list, True)
 
     def loss(self, g: torch.Generator) -> torch.Tensor:
@@ -117,7 +117,7 @@ def test_sequences_follow_the_block_loop_layouts():
         seen.add(seq.layout)
         s = seq.frames.shape[1]
         assert seq.frames.shape == (2, s, 16, 8, 8) and seq.positions.shape == seq.groups.shape == (s,)
-        assert s <= cfg.local_attn_size  # the same budget as a rollout
+        assert s <= cfg.model_kwargs.local_attn_size  # the same budget as a rollout
         assert (seq.groups[-seq.num_target :] == seq.groups.max()).all()  # the target block sees every context frame
         assert (seq.groups[:-seq.num_target] < seq.groups.max()).all()
     assert seen == {"native", "window", "memory_window"}
@@ -129,10 +129,10 @@ def test_bank_eligible_matches_the_pipeline_history_bank():
     from wan.model_config import WanModelConfig
 
     model = CausalWanModel(WanModelConfig.from_dict(load_fixture("gen_latentmem_avgpool.pt")["config"]["model"])).eval()
-    cfg = RolloutConfig(use_latentmem=True, compression_method="avg_pool")
+    cfg = RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, compression_method="avg_pool"))
     g = torch.Generator().manual_seed(0)
     result = generate(model, cfg, torch.randn(1, 36, 16, 8, 8, generator=g), torch.randn(1, 10, 32, generator=g),
-                      lambda shape: torch.randn(shape, generator=g), AvgPoolDescriptor())
+                      gaussian_noise(g), AvgPoolDescriptor())
     assert result.retrieval_log
     for entry in result.retrieval_log:
         eligible = bank_eligible(entry["block_start_frame"], cfg)

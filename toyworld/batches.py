@@ -42,8 +42,9 @@ def bank_eligible(first_frame: int, rollout: RolloutConfig) -> range:
     When the block starts, the window cache holds the sink and the last `window - sink` frames; older
     frames are banked, and the newest `recent_exclude` of those are not eligible.
     """
-    banked_end = first_frame - (rollout.local_attn_size - rollout.sink_size)
-    return range(rollout.sink_size, max(rollout.sink_size, banked_end - rollout.recent_exclude))
+    mk = rollout.model_kwargs
+    banked_end = first_frame - (mk.local_attn_size - mk.sink_size)
+    return range(mk.sink_size, max(mk.sink_size, banked_end - mk.recent_exclude))
 
 
 def _memory_frames(positions: torch.Tensor, eligible: range, count: int, world: WorldConfig, g: torch.Generator) -> list[int]:
@@ -75,10 +76,11 @@ def sample_sequence(
     with_memory, window_positions = LAYOUTS[layout]
     first = nf * int(torch.randint(1, max_frames // nf, (1,), generator=g))
     eligible = bank_eligible(first, rollout)
-    num_memory = min(rollout.memory_size, len(eligible)) if with_memory else 0
+    mk = rollout.model_kwargs
+    num_memory = min(mk.memory_size, len(eligible)) if with_memory else 0
     lay = block_layout(
-        first, nf, rollout.local_attn_size, rollout.sink_size,
-        memory_size=rollout.memory_size if with_memory else 0, num_retrieved=num_memory,
+        first, nf, mk.local_attn_size, mk.sink_size,
+        memory_size=mk.memory_size if with_memory else 0, num_retrieved=num_memory,
         window_positions=window_positions,
     )
     samples = []

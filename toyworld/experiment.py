@@ -82,7 +82,7 @@ def evaluation_batch(world: WorldConfig, cfg: ExperimentConfig, seed: int) -> tu
 def measure(generated: torch.Tensor, truth: torch.Tensor, positions: torch.Tensor, log: list[dict], world: WorldConfig,
             cfg: ExperimentConfig) -> dict:
     """Every figure of one rollout batch (scalars + the per-frame error [B, F])."""
-    window = cfg.rollout.local_attn_size
+    window = cfg.rollout.model_kwargs.local_attn_size
     err = frame_errors(generated, truth)
     first = first_visits(positions, world, window, cfg.revisit_overlap)
     revisit = first >= 0

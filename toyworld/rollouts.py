@@ -12,7 +12,7 @@ import torch
 
 from ae.model import RetrievalAutoencoder
 from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor, FrameDescriptor, GroundTruthDescriptor, NoDescriptor
-from pipeline.rollout import RolloutResult, generate
+from pipeline.rollout import RolloutResult, gaussian_noise, generate
 from pipeline.rollout_config import RolloutConfig
 from toydatasets.toy_world import WorldConfig, coverage
 from utils.config import ConfigError
@@ -26,24 +26,26 @@ def method_config(method: str, base: RolloutConfig) -> RolloutConfig:
     if method not in METHODS:
         raise ConfigError(f"method '{method}' is not one of {list(METHODS)}")
     if method == "native":
-        cfg = dataclasses.replace(base, use_latentmem=False)
+        kwargs = dataclasses.replace(base.model_kwargs, use_latentmem=False)
     else:
-        cfg = dataclasses.replace(base, use_latentmem=True, compression_method=method.split("/", 1)[1])
+        kwargs = dataclasses.replace(base.model_kwargs, use_latentmem=True, compression_method=method.split("/", 1)[1])
+    cfg = dataclasses.replace(base, model_kwargs=kwargs)
     cfg.validate()
     return cfg
 
 
 def method_descriptor(cfg: RolloutConfig, positions: torch.Tensor, world: WorldConfig, ae: RetrievalAutoencoder | None) -> FrameDescriptor | None:
     """positions: [B, F, 2] true camera positions (read only by the oracle)."""
-    if not cfg.use_latentmem:
+    mk = cfg.model_kwargs
+    if not mk.use_latentmem:
         return None
-    if cfg.compression_method == "ae":
+    if mk.compression_method == "ae":
         if ae is None:
             raise ConfigError("method latentmem/ae needs the toy retrieval AE (runs/toyworld/ae.pt from python -m toyworld.train)")
         return EncoderDescriptor(ae)
-    if cfg.compression_method == "avg_pool":
+    if mk.compression_method == "avg_pool":
         return AvgPoolDescriptor()
-    if cfg.compression_method == "oracle":
+    if mk.compression_method == "oracle":
         return GroundTruthDescriptor(coverage(positions, world))
     return NoDescriptor()
 
@@ -61,6 +63,6 @@ def rollout_from_opening(
     noise = torch.randn(truth.shape, generator=g)
     prompt = torch.zeros(truth.shape[0], 1, model.cfg.text_dim)
     return generate(
-        model, cfg, noise, prompt, lambda shape: torch.randn(shape, generator=g),
+        model, cfg, noise, prompt, gaussian_noise(g),
         descriptor=method_descriptor(cfg, positions, world, ae), memory_seed=seed, opening=truth[:, :opening_frames],
     )

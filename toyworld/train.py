@@ -44,6 +44,8 @@ from toyworld.cli import config_from_argv
 from toyworld.sequence_attention import SequenceAttention
 from utils.atomic import atomic_torch_save, atomic_write_text
 from utils.config import ConfigError, config_to_dict
+from utils.seeding import seeded
+from wan.geometry import LatentGeometry
 from wan.model import CausalWanModel, TextContext
 from wan.model_config import MODEL_PRESETS, model_preset
 from wan.rope import Rope3D
@@ -131,7 +133,7 @@ def generator_loss(model: CausalWanModel, rope: Rope3D, schedule: FlowMatchSched
     noise = torch.randn(target.shape, generator=g)
     x = torch.cat([x0[:, :-nt], schedule.renoise(target, noise, t)], dim=1)
     timestep = torch.cat([torch.zeros(b, s - nt), t], dim=1)
-    attn = SequenceAttention(rope, seq.positions, seq.groups, model.patch_grid(*x0.shape[-2:]))
+    attn = SequenceAttention(rope, seq.positions, seq.groups, LatentGeometry.of(model.cfg, *x0.shape[-2:]).grid_hw)
     flow = model(x, timestep, null_prompt(model, b), attn)[:, -nt:]
     return (flow - (noise - target)).pow(2).mean()
 
@@ -222,8 +224,7 @@ def run_phase(phase: Phase, cfg: ToyTrainConfig, state_path: Path, seed: int) ->
 
 
 def build_generator(cfg: ToyTrainConfig) -> CausalWanModel:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed):
         return CausalWanModel(model_preset(cfg.model_preset))
 
 
@@ -234,14 +235,13 @@ def train(cfg: ToyTrainConfig) -> dict:
     worlds = train_worlds(cfg)
     model = build_generator(cfg)
     rope = Rope3D(model.cfg.head_dim, model.cfg.rope_max_positions)
-    schedule = FlowMatchSchedule(cfg.rollout.timestep_shift)
+    schedule = FlowMatchSchedule(cfg.rollout.model_kwargs.timestep_shift)
     step_timesteps = schedule.step_timesteps(cfg.rollout.denoising_step_list, cfg.rollout.warp_denoising_step)
     gen = run_phase(Phase("generator", model, lambda g: generator_loss(model, rope, schedule, step_timesteps, worlds, cfg, g),
                           cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.grad_clip), cfg, out / "generator_state.pt", cfg.seed)
     atomic_torch_save({"model": model.state_dict(), "model_preset": cfg.model_preset, "world": dataclasses.asdict(cfg.world),
                        "train": config_to_dict(cfg)}, out / "generator.pt")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed + 1)
+    with seeded(cfg.seed + 1):
         ae = RetrievalAutoencoder(ae_config(cfg))
     ae_log = run_phase(Phase("retrieval AE", ae, lambda g: ae_loss(ae, worlds, cfg, g), cfg.ae.steps, cfg.ae.lr, cfg.ae.lr / 10,
                              min(100, cfg.ae.steps), cfg.grad_clip), cfg, out / "ae_state.pt", cfg.seed + 1)
