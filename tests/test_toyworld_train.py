@@ -8,7 +8,7 @@ from pipeline.scheduler import FlowMatchSchedule
 from toydatasets.toy_world import Trajectory, WorldConfig, make_world, views
 from toyworld.batches import bank_eligible, sample_sequence
 from toyworld.rollouts import rollout_from_opening
-from toyworld.train import Phase, ToyTrainConfig, build_generator, generator_loss, run_phase
+from toyworld.train import Phase, ToyTrainConfig, build_generator, generator_identity, generator_loss, run_phase
 from utils.config import ConfigError
 from wan.rope import Rope3D
 
@@ -42,7 +42,7 @@ class Generator:
 
     def phase(self, loss=None) -> Phase:
         return Phase("generator", self.model, loss or self.loss, self.cfg.steps, self.cfg.lr, self.cfg.min_lr,
-                     self.cfg.warmup_steps, self.cfg.grad_clip)
+                     self.cfg.warmup_steps, self.cfg.grad_clip, generator_identity(self.cfg))
 
     def held_out_loss(self) -> float:
         with torch.no_grad():
