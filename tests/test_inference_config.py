@@ -121,5 +121,5 @@ def test_read_prompts_skips_blank_lines_and_names_missing_file(tmp_path):
     cfg = load_inference_config(DEMO, [f"data_path={path}", "prompts=null"])
     assert read_prompts(cfg) == ["first prompt", "second prompt"]
     cfg = load_inference_config(DEMO, [f"data_path={tmp_path / 'absent.txt'}", "prompts=null"])
-    with pytest.raises(MissingAssetError, match="absent.txt.*\n.*hf download qixinhu11/LongLive-RAG"):
+    with pytest.raises(MissingAssetError, match="absent.txt.*\n.*python -m utils.download"):
         read_prompts(cfg)
