@@ -46,7 +46,7 @@ class ExperimentConfig:
     generator: str = "runs/toyworld/generator.pt"
     ae: str = "runs/toyworld/ae.pt"
     methods: list[str] = field(default_factory=lambda: list(METHODS))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     trajectories_per_kind: int = 4
     num_frames: int = 72  # three loop periods at the default world
     opening_frames: int = 6  # given as ground truth (a multiple of the block size)
