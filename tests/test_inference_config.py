@@ -15,9 +15,9 @@ METHODS = ("native", "latentmem")
 DEMO = CONFIGS / "demo_latentmem.yaml"
 
 
-def test_config_folder_holds_exactly_the_grid_the_demos_and_corpus_generation():
+def test_config_folder_holds_exactly_the_grid_the_demos_corpus_generation_and_evaluation():
     expected = {f"{b}_{m}.yaml" for b in BACKBONES + ("demo",) for m in METHODS}
-    expected |= {"generate_latent.yaml", "generate_latent_demo.yaml"}
+    expected |= {"generate_latent.yaml", "generate_latent_demo.yaml", "evaluate.yaml"}
     assert {p.name for p in CONFIGS.glob("*.yaml")} == expected
 
 
