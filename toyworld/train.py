@@ -34,7 +34,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ae.losses import LossWeights, autoencoder_loss_terms
+from ae.collapse import embedding_stats, is_collapsed
+from ae.losses import LossConfig, autoencoder_loss_terms
 from ae.model import AEConfig, RetrievalAutoencoder
 from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
@@ -59,8 +60,8 @@ class ToyAEConfig:
     latent_dim: int = 64
     hidden_dims: list[int] = field(default_factory=lambda: [32, 64])
     lr: float = 1e-3
-    # λ_s; the other loss weights are the paper's (ae.losses.LossWeights). At the paper's 1.0 the embedding
-    # collapsed on this data (mean pairwise cosine 1.0 after 400 steps); 0.1 keeps it spread
+    # λ_s; the other loss weights are the paper's (ae.losses.LossConfig). At the paper's 1.0 the embedding
+    # collapsed on this data (every descriptor the same after 400 steps); 0.1 keeps it spread
     smooth: float = 0.1
 
 
@@ -154,7 +155,7 @@ def ae_loss(model: RetrievalAutoencoder, worlds: list[torch.Tensor], cfg: ToyTra
         chunks.append(views(w, sample_trajectory(cfg.world, kind, g).positions(cfg.world, cfg.ae.seq_len), cfg.world.view))
     x = torch.stack(chunks)  # [B, S, C, H, W]
     x_rec, z = model(x.flatten(0, 1))
-    terms = autoencoder_loss_terms(x, x_rec.unflatten(0, x.shape[:2]), z.unflatten(0, x.shape[:2]), LossWeights(smooth=cfg.ae.smooth))
+    terms = autoencoder_loss_terms(x, x_rec.unflatten(0, x.shape[:2]), z.unflatten(0, x.shape[:2]), LossConfig(smooth_weight=cfg.ae.smooth))
     return terms["total"].mean()
 
 
@@ -192,13 +193,13 @@ def ae_identity(cfg: ToyTrainConfig) -> dict:
     return {"world": config_to_dict(cfg.world), "num_worlds": cfg.num_worlds, "seed": cfg.seed, "ae": ae}
 
 
-def mean_pairwise_cosine(ae: RetrievalAutoencoder, worlds: list[torch.Tensor], cfg: ToyTrainConfig) -> float:
-    """Collapse monitor: 1.0 means every view gets the same descriptor (retrieval is then arbitrary)."""
+def embedding_spread(ae: RetrievalAutoencoder, worlds: list[torch.Tensor], cfg: ToyTrainConfig) -> dict[str, float]:
+    """The collapse monitor (ae/collapse.py) on one loop of views of a training world."""
     g = torch.Generator().manual_seed(cfg.seed)
     pos = sample_trajectory(cfg.world, "loop", g).positions(cfg.world, cfg.world.loop_period)
     with torch.no_grad():
-        z = ae.encode(views(worlds[0], pos, cfg.world.view))
-    return float((z @ z.T).mean())
+        stats = embedding_stats(ae.embed(views(worlds[0], pos, cfg.world.view)))
+    return {**stats, "collapsed": is_collapsed(stats)}
 
 
 def run_phase(phase: Phase, cfg: ToyTrainConfig, state_path: Path, seed: int) -> dict:
@@ -263,7 +264,7 @@ def train(cfg: ToyTrainConfig) -> dict:
         ae = RetrievalAutoencoder(ae_config(cfg))
     ae_log = run_phase(Phase("retrieval AE", ae, lambda g: ae_loss(ae, worlds, cfg, g), cfg.ae.steps, cfg.ae.lr, cfg.ae.lr / 10,
                              min(100, cfg.ae.steps), cfg.grad_clip, ae_identity(cfg)), cfg, out / "ae_state.pt", cfg.seed + 1)
-    ae_log["mean_pairwise_cosine"] = mean_pairwise_cosine(ae, worlds, cfg)
+    ae_log["embedding"] = embedding_spread(ae, worlds, cfg)
     atomic_torch_save({"model": ae.state_dict(), "config": dataclasses.asdict(ae_config(cfg))}, out / "ae.pt")
     log = {"generator": gen, "ae": ae_log, "threads": cfg.threads}
     atomic_write_text(json.dumps(log), out / "train_log.json")
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     gen, ae = log["generator"], log["ae"]
     print(json.dumps({"generator_final_loss": sum(gen["losses"][-100:]) / max(1, len(gen["losses"][-100:])),
                       "generator_seconds": round(gen["seconds"], 1), "ae_seconds": round(ae["seconds"], 1),
-                      "ae_mean_pairwise_cosine": round(ae["mean_pairwise_cosine"], 3), "threads": cfg.threads, "out_dir": cfg.out_dir}))
+                      "ae_embedding": ae["embedding"], "threads": cfg.threads, "out_dir": cfg.out_dir}))
 
 
 if __name__ == "__main__":
