@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.descriptors import FrameDescriptor
 from pipeline.history_bank import HistoryBank
-from pipeline.retrieval import Selection, select_random, select_top_k
+from pipeline.retrieval import Retrieval, Selection
 from wan.block_attention import RetrievedKV
 
 
 class RetrievalMemory:
-    def __init__(self, bank: HistoryBank, descriptor: FrameDescriptor, method: str, top_k: int, recent_exclude: int, seed: int = 0):
-        self.bank, self.descriptor, self.method = bank, descriptor, method
+    def __init__(self, bank: HistoryBank, retrieval: Retrieval, top_k: int, recent_exclude: int, seed: int = 0):
+        self.bank, self.retrieval = bank, retrieval
         self.top_k, self.recent_exclude = top_k, recent_exclude
         self._rng = torch.Generator().manual_seed(seed)
         self._frame_descriptors: list[torch.Tensor] = []  # per block: [B, nf, D]
@@ -23,42 +22,30 @@ class RetrievalMemory:
 
     def index(self, frames: torch.Tensor) -> None:
         """frames: [B, nf, C, H, W] clean x0 of a finished block (before the recache pass)."""
-        self._frame_descriptors.append(self.descriptor(frames))
+        self._frame_descriptors.append(self.retrieval.describe(frames))
 
     def bank_frames(self, frames: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
         """Move frames evicted from the window cache (k, v: [L, B, m, T, n, d]) into the bank."""
         desc = self.descriptors()[:, frames].to(self.bank.compute_device)
         self.bank.add(frames, k, v, desc)
 
-    def _select(self, query_frame: int) -> Selection | None:
-        if self.method == "random":
-            batch = self.bank.kv.shape[2]
-            return select_random(batch, self.bank.size, self.recent_exclude, self.top_k, self._rng)
-        pool = self.bank.descriptors[:, : self.bank.size] if self.bank.descriptors is not None else None
-        if pool is None:
-            return None
-        query = self.descriptors()[:, query_frame].to(pool.device)
-        return select_top_k(query, pool, self.recent_exclude, self.top_k)
-
-    def retrieve(self, block_start: int, dtype: torch.dtype, pool_indices: torch.Tensor | None = None) -> RetrievedKV | None:
+    def retrieve(self, block_start: int, dtype: torch.dtype) -> tuple[RetrievedKV, list[list[int]]] | None:
         """Retrieval decision for the block starting at `block_start`, made before its first call.
 
-        The query is the newest finished frame (block_start - 1). `pool_indices` ([B, k]) overrides
-        the decision (used to replay recorded traces).
+        The query is the newest finished frame (block_start - 1). -> K/V of the chosen entries and
+        their global frame indices [B][k], or None when nothing is eligible.
         """
-        if pool_indices is None:
-            if block_start == 0:
-                return None
-            selection = self._select(block_start - 1)
-            if selection is None:
-                return None
-        else:
-            selection = Selection(pool_indices, None)
-        self._log(block_start, selection)
-        return self.bank.gather(selection.pool_indices, dtype)
+        if block_start == 0 or self.bank.descriptors is None:
+            return None
+        pool = self.bank.descriptors[:, : self.bank.size]
+        selection = self.retrieval.select(self.descriptors()[:, block_start - 1], pool, self.recent_exclude, self.top_k, self._rng)
+        if selection is None:
+            return None
+        frames = torch.tensor(self.bank.frames)[selection.pool_indices.cpu()].tolist()
+        self._log(block_start, selection, frames)
+        return self.bank.gather(selection.pool_indices, dtype), frames
 
-    def _log(self, block_start: int, sel: Selection) -> None:
-        frames = torch.tensor(self.bank.frames)[sel.pool_indices.cpu()]
+    def _log(self, block_start: int, sel: Selection, frames: list[list[int]]) -> None:
         self.log.append(
             {
                 "block_start_frame": block_start,
@@ -66,8 +53,8 @@ class RetrievalMemory:
                 "num_banked": self.bank.size,
                 "num_eligible": self.bank.size - self.recent_exclude,
                 "selected_pool_indices": sel.pool_indices.tolist(),
-                "selected_frames": frames.tolist(),
+                "selected_frames": frames,
                 "similarities": None if sel.similarities is None else sel.similarities.tolist(),
-                "compression_method": self.method,
+                "compression_method": self.retrieval.name,
             }
         )

@@ -39,7 +39,7 @@ def test_experiment_writes_table_curves_and_figures(tmp_path):
 
 
 def test_experiment_config_rejects_unknown_methods_and_bad_openings():
-    with pytest.raises(ConfigError, match="method 'infrope'"):
-        ExperimentConfig(methods=["infrope"]).validate()
+    with pytest.raises(ConfigError, match="method 'latentmem'"):
+        ExperimentConfig(methods=["latentmem"]).validate()  # latentmem needs its descriptor: latentmem/<descriptor>
     with pytest.raises(ConfigError, match="opening_frames 4"):
         ExperimentConfig(opening_frames=4).validate()

@@ -58,8 +58,10 @@ def test_retrieval_hits_count_only_revisit_blocks_and_overlapping_frames():
     period = CFG.loop_period
     positions = loop_positions(2 * period)
     revisit = first_visits(positions, CFG, 12, 0.5) >= 0
-    log = [
-        {"block_start_frame": period + 3, "selected_frames": [[3, 4, 10, 20]]},  # 3, 4 overlap frames 27..29; 10, 20 do not
-        {"block_start_frame": 12, "selected_frames": [[1, 2]]},  # not a revisit block: ignored
+    log = [  # context-log entries: latentmem's decision under `retrieval`, None where nothing was retrieved
+        {"first_frame": 0, "retrieval": None},
+        {"first_frame": period + 3, "retrieval": {"block_start_frame": period + 3, "selected_frames": [[3, 4, 10, 20]]}},  # 3, 4 overlap frames 27..29; 10, 20 do not
+        {"first_frame": 12, "retrieval": {"block_start_frame": 12, "selected_frames": [[1, 2]]}},  # not a revisit block: ignored
+        {"first_frame": period + 6},  # another method's entry: no retrieval key
     ]
     assert retrieval_hits(log, positions, revisit, CFG, block=3, min_overlap=0.25) == (2, 4)

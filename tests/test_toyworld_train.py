@@ -1,7 +1,9 @@
 import pytest
 import torch
 
+from pipeline.build import build_context_method
 from pipeline.descriptors import AvgPoolDescriptor
+from pipeline.retrieval import TopKRetrieval
 from pipeline.rollout import gaussian_noise, generate
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
@@ -15,7 +17,7 @@ from wan.rope import Rope3D
 WORLD = WorldConfig(height=32, width=32, num_regions=6, num_objects=8)
 
 
-SMALL_WINDOW = RolloutConfig(model_kwargs=ModelKwargs(local_attn_size=6, memory_size=2, recent_exclude=1))  # short sequences: fast steps
+SMALL_WINDOW = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(local_attn_size=6, memory_size=2, recent_exclude=1))  # short sequences: fast steps
 
 
 def tiny_config(tmp_path, **kw) -> ToyTrainConfig:
@@ -129,12 +131,13 @@ def test_bank_eligible_matches_the_pipeline_history_bank():
     from wan.model_config import WanModelConfig
 
     model = CausalWanModel(WanModelConfig.from_dict(load_fixture("gen_latentmem_avgpool.pt")["config"]["model"])).eval()
-    cfg = RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, compression_method="avg_pool"))
+    cfg = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(compression_method="avg_pool"))
     g = torch.Generator().manual_seed(0)
     result = generate(model, cfg, torch.randn(1, 36, 16, 8, 8, generator=g), torch.randn(1, 10, 32, generator=g),
-                      gaussian_noise(g), AvgPoolDescriptor())
-    assert result.retrieval_log
-    for entry in result.retrieval_log:
+                      gaussian_noise(g), build_context_method(cfg, lambda: TopKRetrieval(AvgPoolDescriptor(), "avg_pool")).policy)
+    decisions = [block["retrieval"] for block in result.context_log if block["retrieval"]]
+    assert decisions
+    for entry in decisions:
         eligible = bank_eligible(entry["block_start_frame"], cfg)
         assert len(eligible) == entry["num_eligible"]
         assert set(entry["selected_frames"][0]) <= set(eligible)

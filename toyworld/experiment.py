@@ -31,7 +31,7 @@ from toydatasets.toy_world import KINDS, WorldConfig, make_world, sample_traject
 from toyworld.cli import config_from_argv
 from toyworld.metrics import first_visits, frame_errors, nanmean, retrieval_hits, revisit_consistency
 from toyworld.plots import plot_error_over_time, plot_filmstrip
-from toyworld.rollouts import METHODS, method_config, rollout_from_opening
+from toyworld.rollouts import METHODS, method_config, rollout_from_opening, toy_budget
 from toyworld.train import load_generator
 from utils.atomic import atomic_write_text
 from utils.config import ConfigError, config_to_dict
@@ -42,7 +42,7 @@ SCALARS = ("err_revisit", "err_other", "err_revisit_of_opening", "consistency", 
 
 @dataclass
 class ExperimentConfig:
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    rollout: RolloutConfig = field(default_factory=toy_budget)
     generator: str = "runs/toyworld/generator.pt"
     ae: str = "runs/toyworld/ae.pt"
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -89,7 +89,7 @@ def measure(generated: torch.Tensor, truth: torch.Tensor, positions: torch.Tenso
             world: WorldConfig, cfg: ExperimentConfig) -> dict:
     """Every figure of one rollout batch (scalars + the per-frame error [B, F]).
 
-    true_log: the retrieval log of the same method run on the true video (every frame given), so
+    log, true_log: context logs; true_log is the one of the same method run on the true video (every frame given), so
     `hit_rate_true` is what the descriptor finds when the video is faithful and `hit_rate` what it
     finds in the generated one.
     """
@@ -137,7 +137,7 @@ def run(cfg: ExperimentConfig) -> dict:
         for method in tqdm(cfg.methods, desc=f"seed {seed}"):
             result = rollout_from_opening(model, method, cfg.rollout, truth, positions, world, cfg.opening_frames, seed, ae)
             on_truth = rollout_from_opening(model, method, cfg.rollout, truth, positions, world, cfg.num_frames, seed, ae)
-            figures = measure(result.latents, truth, positions, result.retrieval_log, on_truth.retrieval_log, world, cfg)
+            figures = measure(result.latents, truth, positions, result.context_log, on_truth.context_log, world, cfg)
             err = figures.pop("frame_error")
             per_seed[method].append({"seed": seed, **figures})
             for kind in KINDS:

@@ -61,15 +61,16 @@ def revisit_consistency(generated: torch.Tensor, positions: torch.Tensor, first:
     return out
 
 
-def retrieval_hits(log: list[dict], positions: torch.Tensor, revisit: torch.Tensor, world: WorldConfig, block: int,
+def retrieval_hits(context_log: list[dict], positions: torch.Tensor, revisit: torch.Tensor, world: WorldConfig, block: int,
                    min_overlap: float) -> tuple[int, int]:
     """(hits, retrieved) over blocks that contain a revisit frame: a retrieved frame is a hit when its
     true view overlaps the true view of a frame of the block by at least `min_overlap`.
 
-    log: the rollout's retrieval log (`selected_frames`: [B][k] global frame indices per block).
+    context_log: the rollout's context log; latentmem blocks hold their decision under `retrieval`
+    (`selected_frames`: [B][k] global frame indices), other blocks and methods hold none.
     """
     hits = total = 0
-    for entry in log:
+    for entry in (block["retrieval"] for block in context_log if block.get("retrieval")):
         start = entry["block_start_frame"]
         for b, selected in enumerate(entry["selected_frames"]):
             if not bool(revisit[b, start : start + block].any()):

@@ -42,6 +42,7 @@ from pipeline.scheduler import FlowMatchSchedule
 from toydatasets.toy_world import KINDS, WorldConfig, make_world, sample_trajectory, views
 from toyworld.batches import LAYOUTS, sample_sequence
 from toyworld.cli import config_from_argv
+from toyworld.rollouts import toy_budget
 from toyworld.sequence_attention import SequenceAttention
 from utils.atomic import atomic_torch_save, atomic_write_text
 from utils.config import ConfigError, config_to_dict
@@ -68,7 +69,7 @@ class ToyAEConfig:
 @dataclass
 class ToyTrainConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # block size, window, sink, K, R, steps
+    rollout: RolloutConfig = field(default_factory=toy_budget)  # block size, window, sink, K, R, steps
     ae: ToyAEConfig = field(default_factory=ToyAEConfig)
     model_preset: str = "toyworld"
     out_dir: str = "runs/toyworld"
