@@ -12,8 +12,9 @@ import torch
 
 from conftest import FIXTURES, load_fixture
 from ae.model import AEConfig, RetrievalAutoencoder
-from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor
-from pipeline.replay import build_descriptor, build_model, recorded_noise, replay_calls, rollout_config
+from pipeline.build import build_context_method
+from pipeline.descriptors import EncoderDescriptor
+from pipeline.replay import build_method, build_model, recorded_noise, replay_calls, rollout_config
 from pipeline.rollout import CausalRollout, generate
 from pipeline.rollout_config import RolloutConfig
 from wan.model import CausalWanModel, LayerNorm, Linear, RMSNorm
@@ -70,8 +71,8 @@ def test_norms_and_linears_take_any_input_dtype(dtype):
                                                ("gen_native_sink3.pt", torch.float16)])
 def test_calls_agree_with_fp32_traces(trace_name, dtype):
     trace = load_fixture(trace_name)
-    model, rcfg, descriptor = replay_setup(trace, dtype)
-    errors = replay_calls(model, rcfg, descriptor, trace)
+    model, rcfg, method = replay_setup(trace, dtype)
+    errors, _, _ = replay_calls(model, rcfg, method, trace)
     expected = torch.cat([trace["step_x0"].flatten(), trace["recache_x0"].flatten()]).abs().max().item()
     tolerance = 2 * UNIT_ROUNDOFF[dtype] * expected
     assert max(errors) <= tolerance, (max(errors), tolerance)
@@ -80,16 +81,16 @@ def test_calls_agree_with_fp32_traces(trace_name, dtype):
 
 def replay_setup(trace: dict, model_dtype: torch.dtype, memory_dtype: str = "auto"):
     """The trace's model in `model_dtype`, its rollout config with the bank in `memory_dtype`, its descriptor."""
-    rcfg = rollout_config(trace["config"], FIXTURES)
+    rcfg = rollout_config(trace, FIXTURES)
     rcfg.model_kwargs.memory_dtype = memory_dtype
     model = build_model(trace["config"], FIXTURES).to_inference_dtype(model_dtype)
-    return model, rcfg, build_descriptor(rcfg, model, tuple(trace["noise"].shape[2:]))
+    return model, rcfg, build_method(rcfg, model, tuple(trace["noise"].shape[2:]))
 
 
 def run_latentmem_trace(model_dtype: torch.dtype, memory_dtype: str):
     trace = load_fixture("gen_latentmem_avgpool.pt")
-    model, rcfg, descriptor = replay_setup(trace, model_dtype, memory_dtype)
-    result = generate(model, rcfg, trace["noise"], trace["prompt_embeds"], recorded_noise(trace), descriptor)
+    model, rcfg, method = replay_setup(trace, model_dtype, memory_dtype)
+    result = generate(model, rcfg, trace["noise"], trace["prompt_embeds"], recorded_noise(trace), method.policy)
     return trace, result
 
 
@@ -99,8 +100,8 @@ def test_history_bank_in_reduced_precision(memory_dtype):
     bf16 and 3.1e-5 for fp16 at max|x| 4.1, i.e. 0.013 u and 0.015 u); allowed 0.1 u max|x|."""
     trace, result = run_latentmem_trace(torch.float32, memory_dtype)
     expected = [(e["query_frame"], e["selected_pool_indices"]) for e in trace["memory_indices_log"]]
-    assert [(e["block_start_frame"], e["selected_pool_indices"]) for e in result.retrieval_log] == expected
-    assert result.kv_gathers == len(expected) > 0
+    assert [(e["block_start_frame"], e["selected_pool_indices"]) for e in result.extras["retrieval_log"]] == expected
+    assert result.extras["kv_gathers"] == len(expected) > 0
     error = (result.latents - trace["output"]).abs().max().item()
     tolerance = 0.1 * UNIT_ROUNDOFF[getattr(torch, memory_dtype)] * trace["output"].abs().max().item()
     assert 0 < error <= tolerance, (error, tolerance)
@@ -109,9 +110,9 @@ def test_history_bank_in_reduced_precision(memory_dtype):
 @pytest.mark.parametrize("model_dtype, memory_dtype", [(torch.bfloat16, "float16"), (torch.float16, "bfloat16")])
 def test_reduced_precision_model_with_other_bank_dtype(model_dtype, memory_dtype):
     trace = load_fixture("gen_latentmem_avgpool.pt")
-    model, rcfg, _ = replay_setup(trace, model_dtype, memory_dtype)
-    rollout = CausalRollout(model, rcfg, trace["prompt_embeds"], tuple(trace["noise"].shape[2:]), trace["noise"].shape[1], AvgPoolDescriptor())
-    assert rollout.cache.k.dtype == model_dtype and rollout.memory.bank.dtype == getattr(torch, memory_dtype)
+    model, rcfg, method = replay_setup(trace, model_dtype, memory_dtype)
+    rollout = CausalRollout(model, rcfg, method.policy, [trace["prompt_embeds"]], tuple(trace["noise"].shape[2:]), trace["noise"].shape[1])
+    assert rollout.policy.cache.k.dtype == model_dtype and rollout.policy.memory.bank.dtype == getattr(torch, memory_dtype)
     _, banked = run_latentmem_trace(model_dtype, memory_dtype)
     _, full = run_latentmem_trace(model_dtype, "float32")
     assert torch.isfinite(banked.latents).all()
@@ -132,7 +133,8 @@ def test_mid_size_model_in_bf16_end_to_end():
 
     def run(m):
         it = iter(draws)
-        return generate(m, RolloutConfig(), noise, prompt, lambda shape: next(it)).latents
+        cfg = RolloutConfig()
+        return generate(m, cfg, noise, prompt, lambda shape: next(it), build_context_method(cfg, None).policy).latents
 
     reference = run(model)
     bf16 = run(copy.deepcopy(model).to_inference_dtype(torch.bfloat16))
@@ -195,5 +197,6 @@ def test_live_lora_adapters_in_bf16_agree_with_fp32_trace():
     model = CausalWanModel(WanModelConfig.from_dict(cfg["model"])).eval().to_inference_dtype(torch.bfloat16)
     load_backbone_checkpoint(model, FIXTURES / cfg["files"]["generator"])
     model = apply_lora(model, FIXTURES / cfg["files"]["lora"], cfg["lora"]["rank"], cfg["lora"]["alpha"], merge=False)
-    errors = replay_calls(model, rollout_config(cfg, FIXTURES), None, trace)
+    rcfg = rollout_config(trace, FIXTURES)
+    errors, _, _ = replay_calls(model, rcfg, build_method(rcfg, model, tuple(trace["noise"].shape[2:])), trace)
     assert max(errors) <= 2 * UNIT_ROUNDOFF[torch.bfloat16] * trace["step_x0"].abs().max().item()
