@@ -115,15 +115,21 @@ def generate(
     schedule: PromptSchedule | None = None,
     seed: int = 0,
     progress: bool = False,
+    opening: torch.Tensor | None = None,
 ) -> RolloutResult:
     """Generate all frames of `noise` ([B, F, C, H, W]) block by block.
 
     prompt_embeds: [B, L, text_dim], or one such tensor per segment of `schedule` (default: one segment).
+    `opening` ([B, F0, C, H, W] clean frames, F0 a multiple of the block size) replaces the first F0
+    frames: they are cached, indexed and banked like generated frames (a ground-truth opening).
     """
     b, num_frames, c, h, w = noise.shape
     nf = cfg.num_frame_per_block
     if num_frames % nf:
         raise ValueError(f"{num_frames} frames is not a multiple of num_frame_per_block {nf}")
+    num_opening = 0 if opening is None else opening.shape[1]
+    if num_opening % nf or num_opening > num_frames:
+        raise ValueError(f"opening of {num_opening} frames must be a multiple of num_frame_per_block {nf} and at most {num_frames}")
     embeds = [prompt_embeds] if isinstance(prompt_embeds, torch.Tensor) else list(prompt_embeds)
     schedule = schedule or PromptSchedule.single("")
     if len(embeds) != len(schedule.segments):
@@ -135,7 +141,10 @@ def generate(
         start = time.perf_counter()
         first, end = block.frames[0], block.frames[-1] + 1
         attn = rollout.begin_block(block)
-        x0 = rollout.denoise_block(attn, noise[:, first:end].to(rollout.device), renoise)
+        if first < num_opening:
+            x0 = opening[:, first:end].to(rollout.device, torch.float32)
+        else:
+            x0 = rollout.denoise_block(attn, noise[:, first:end].to(rollout.device), renoise)
         out[:, first:end] = x0
         _, kv = rollout.recache(attn, x0, renoise)
         rollout.end_block(block, attn, x0, kv)

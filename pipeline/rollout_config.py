@@ -32,7 +32,7 @@ class ModelKwargs:
     # latentmem
     memory_size: int = 6  # K: retrieved frames per block
     recent_exclude: int = 5  # R: newest bank entries that may not be retrieved
-    compression_method: str = "ae"  # retrieval descriptor: ae | avg_pool | random
+    compression_method: str = "ae"  # retrieval descriptor: ae | avg_pool | random | oracle (ground truth; toy world only)
     ae_ckpt: str | None = None  # retrieval autoencoder (compression_method ae)
     memory_device: str = "auto"  # history bank placement: auto (= compute device) | cpu | cuda[:i]
     memory_dtype: str = "auto"  # history bank dtype: auto (= model dtype) | float32 | bfloat16 | float16

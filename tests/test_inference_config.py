@@ -95,6 +95,7 @@ def test_defaults_plus_overrides_need_no_file():
         (["model_kwargs.memory_size=0"], ["memory_size"]),
         (["model_kwargs.sink_size=12"], ["sink_size 12"]),
         (["model_kwargs.compression_method=pca"], ["compression_method 'pca'"]),
+        (["model_kwargs.compression_method=oracle"], ["compression_method 'oracle'", "toy-world experiment"]),
         (["denoising_step_list=[1000,0]"], ["denoising_step_list"]),
         (["model_preset=wan9"], ["model_preset 'wan9'"]),
         (["model_preset=wan2.1-t2v-1.3b"], ["generator_ckpt is null"]),

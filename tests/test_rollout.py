@@ -4,7 +4,7 @@ import torch
 
 from conftest import FIXTURES, load_fixture
 from pipeline.build import build_context_method
-from pipeline.descriptors import AvgPoolDescriptor
+from pipeline.descriptors import AvgPoolDescriptor, GroundTruthDescriptor
 from pipeline.replay import build_method, build_model, recorded_noise, rollout_config, trace_prompts
 from pipeline.retrieval import RandomRetrieval, TopKRetrieval
 from pipeline.rollout import generate
@@ -109,3 +109,48 @@ def test_random_retrieval_respects_guard_and_seed():
     for entry in logs[0]:
         assert entry["similarities"] is None
         assert max(entry["selected_pool_indices"][0]) < entry["num_eligible"]
+
+
+def fixture_model():
+    model = CausalWanModel(WanModelConfig.from_dict(load_fixture("gen_latentmem_avgpool.pt")["config"]["model"])).eval()
+    load_backbone_checkpoint(model, FIXTURES / "gen_generator.pt")
+    return model
+
+
+def test_opening_frames_are_kept_cached_and_indexed():
+    model = fixture_model()
+    cfg = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(compression_method="avg_pool"))
+    noise = torch.randn(1, 30, 16, 8, 8, generator=torch.Generator().manual_seed(4))
+    prompts = torch.randn(1, 10, 32, generator=torch.Generator().manual_seed(5))
+    opening = torch.randn(1, 6, 16, 8, 8, generator=torch.Generator().manual_seed(6))
+    free = generate(model, cfg, noise, prompts, per_sample_noise([7], None), avg_pool_policy(cfg))
+    opened = generate(model, cfg, noise, prompts, per_sample_noise([7], None), avg_pool_policy(cfg), opening=opening)
+    assert torch.equal(opened.latents[:, :6], opening)
+    assert torch.allclose(opened.extras["descriptors"][:, :6], opening.mean(dim=(-2, -1)))
+    # the generated frames see the opening: they differ from the free run's
+    assert (opened.latents[:, 6:9] - free.latents[:, 6:9]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="multiple of num_frame_per_block"):
+        generate(model, cfg, noise, prompts, per_sample_noise([7], None), avg_pool_policy(cfg), opening=opening[:, :4])
+
+
+def test_oracle_descriptor_retrieves_the_frames_its_ground_truth_says():
+    model = fixture_model()
+    cfg = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(compression_method="oracle"))
+    cfg.validate()
+    frames, classes = 45, 4
+    truth = torch.nn.functional.one_hot(torch.arange(frames) % classes, classes).float()[None]  # [1, F, 4]
+    noise = torch.randn(1, frames, 16, 8, 8, generator=torch.Generator().manual_seed(8))
+    result = generate(model, cfg, noise, torch.randn(1, 10, 32), per_sample_noise([9], None),
+                      build_context_method(cfg, lambda: TopKRetrieval(GroundTruthDescriptor(truth), "oracle")).policy)
+    decisions = [block["retrieval"] for block in result.context_log if block["retrieval"]]
+    assert len(decisions) > 0 and decisions == result.extras["retrieval_log"]
+    for entry in decisions:
+        query_class = entry["query_frame"] % classes
+        eligible = entry["num_eligible"]
+        sink = cfg.model_kwargs.sink_size
+        same = [f for f in range(sink, sink + eligible) if f % classes == query_class]
+        hits = [f for f, s in zip(entry["selected_frames"][0], entry["similarities"][0]) if s > 0.999]
+        assert all(f % classes == query_class for f in hits)
+        assert len(hits) == min(cfg.model_kwargs.memory_size, len(same))
+    with pytest.raises(ValueError, match="ground truth"):
+        GroundTruthDescriptor(truth)(torch.zeros(1, frames + 1, 16, 8, 8))

@@ -50,6 +50,8 @@ MODEL_PRESETS: dict[str, WanModelConfig] = {
     "wan2.1-t2v-1.3b": WanModelConfig(),
     # Tiny random-weight model for CPU demos and tests; latent frames [16, 8, 8] -> 16 tokens.
     "demo": WanModelConfig(text_len=16, dim=64, ffn_dim=128, freq_dim=32, text_dim=32, num_heads=4, num_layers=2),
+    # Generator of the toy-world experiment (toyworld/), trained on CPU; latent frames [16, 8, 8] -> 16 tokens.
+    "toyworld": WanModelConfig(text_len=1, dim=64, ffn_dim=256, freq_dim=32, text_dim=16, num_heads=4, num_layers=4),
 }
 
 
