@@ -32,8 +32,12 @@ class ModelKwargs:
     recent_exclude: int = 5  # R: newest bank entries that may not be retrieved
     compression_method: str = "ae"  # retrieval descriptor: ae | avg_pool | random
     ae_ckpt: str | None = None  # retrieval autoencoder (compression_method ae)
-    memory_device: str = "auto"  # history bank placement: auto (= compute device) | cpu | cuda[:i]
-    memory_dtype: str = "auto"  # history bank dtype: auto (= model dtype) | float32 | bfloat16 | float16
+    memory_device: str = "auto"  # history bank tier: auto (fastest that fits) | cpu | cuda[:i] | disk
+    memory_dtype: str = "auto"  # history bank dtype: auto (= model dtype) | float32 | bfloat16 | float16 | float8_e4m3fn
+    memory_budget_gb: float | None = None  # most GB the bank holds on its tier; null: unbounded
+    memory_eviction: str = "redundant"  # entry evicted from a full bank: redundant | oldest | stride
+    memory_folder: str | None = None  # folder of the disk tier's memory-mapped file
+    memory_prefetch: bool = True  # start the next block's gather before the recache pass
 
 
 @dataclass
@@ -110,6 +114,10 @@ class InferenceConfig:
             compression_method=mk.compression_method,
             memory_device=mk.memory_device,
             memory_dtype=mk.memory_dtype,
+            memory_budget_gb=mk.memory_budget_gb,
+            memory_eviction=mk.memory_eviction,
+            memory_folder=mk.memory_folder,
+            memory_prefetch=mk.memory_prefetch,
         )
 
     def validate(self) -> None:

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.descriptors import FrameDescriptor
-from pipeline.history_bank import HistoryBank
+from pipeline.history_bank import build_history_bank
 from pipeline.retrieval_memory import RetrievalMemory
 from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
@@ -34,6 +34,7 @@ class RolloutResult:
     descriptors: torch.Tensor | None = None  # [B, F, D] (latentmem only)
     ms_per_block: list[float] = field(default_factory=list)
     kv_gathers: int = 0
+    bank_choice: str = ""  # the history bank's tier, why, and its budget (latentmem only)
 
 
 def _dtype(name: str, default: torch.dtype) -> torch.dtype:
@@ -67,17 +68,22 @@ class CausalRollout:
         self.cache = FrameKVCache(mcfg.num_layers, batch, cfg.local_attn_size, cfg.sink_size, tokens, mcfg.num_heads, mcfg.head_dim, self.device, self.dtype)
         with self._autocast(), torch.no_grad():
             self.text: TextContext = model.encode_text(prompt_embeds.to(self.device))
+        self.num_frames = num_frames
         self.memory: RetrievalMemory | None = None
+        self.bank_choice = ""
         if cfg.use_latentmem:
             if descriptor is None:
                 raise ValueError(f"use_latentmem with compression_method '{cfg.compression_method}' needs a descriptor")
-            storage = self.device if cfg.memory_device == "auto" else torch.device(cfg.memory_device)
-            bank = HistoryBank(
-                mcfg.num_layers, batch, tokens, mcfg.num_heads, mcfg.head_dim,
-                capacity=max(num_frames - cfg.local_attn_size, 1),
-                storage_device=storage, storage_dtype=_dtype(cfg.memory_dtype, self.dtype), compute_device=self.device,
+            bank, self.bank_choice = build_history_bank(
+                cfg, mcfg.num_layers, batch, tokens, mcfg.num_heads, mcfg.head_dim, num_frames, self.device,
+                _dtype(cfg.memory_dtype, self.dtype),
             )
             self.memory = RetrievalMemory(bank, descriptor, cfg.compression_method, cfg.memory_size, cfg.recent_exclude, memory_seed)
+
+    def close(self) -> None:
+        """Release the history bank's storage (the disk tier's file space)."""
+        if self.memory is not None:
+            self.memory.bank.close()
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
@@ -110,6 +116,8 @@ class CausalRollout:
             self.memory.index(x0)
             if displaced:
                 self.memory.bank_frames(displaced, *self.cache.read_all_layers(displaced))
+            if self.cfg.memory_prefetch and frames[-1] + 1 < self.num_frames:
+                self.memory.prefetch(frames[-1] + 1, self.dtype)
         t = torch.full(x0.shape[:2], float(self.cfg.context_noise), device=self.device)
         x = x0 if self.cfg.context_noise == 0 else self.schedule.renoise(x0, noise(x0.shape).to(x0.device), t)
         attn.write_cache = True
@@ -145,15 +153,18 @@ def generate(
     rollout = CausalRollout(model, cfg, prompt_embeds, (c, h, w), num_frames, descriptor, memory_seed)
     out = torch.empty(noise.shape, dtype=torch.float32, device=rollout.device)
     timings = []
-    for first in tqdm(range(0, num_frames, nf), desc="blocks", disable=not progress, leave=False):
-        start = time.perf_counter()
-        attn = rollout.begin_block(first)
-        x0 = rollout.denoise_block(attn, noise[:, first : first + nf].to(rollout.device), renoise)
-        out[:, first : first + nf] = x0
-        rollout.finish_block(attn, x0, renoise)
-        if rollout.device.type == "cuda":
-            torch.cuda.synchronize(rollout.device)
-        timings.append((time.perf_counter() - start) * 1000)
+    try:
+        for first in tqdm(range(0, num_frames, nf), desc="blocks", disable=not progress, leave=False):
+            start = time.perf_counter()
+            attn = rollout.begin_block(first)
+            x0 = rollout.denoise_block(attn, noise[:, first : first + nf].to(rollout.device), renoise)
+            out[:, first : first + nf] = x0
+            rollout.finish_block(attn, x0, renoise)
+            if rollout.device.type == "cuda":
+                torch.cuda.synchronize(rollout.device)
+            timings.append((time.perf_counter() - start) * 1000)
+    finally:
+        rollout.close()
     memory = rollout.memory
     return RolloutResult(
         latents=out,
@@ -161,4 +172,5 @@ def generate(
         descriptors=memory.descriptors() if memory else None,
         ms_per_block=timings,
         kv_gathers=memory.bank.num_gathers if memory else 0,
+        bank_choice=rollout.bank_choice,
     )

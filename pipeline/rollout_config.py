@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from utils.config import ConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
+MEMORY_DTYPES = (*DTYPES, "float8_e4m3fn")
+EVICTION_POLICIES = ("redundant", "oldest", "stride")
 
 
 @dataclass
@@ -24,8 +26,12 @@ class RolloutConfig:
     memory_size: int = 6  # K: retrieved frames per block
     recent_exclude: int = 5  # R: newest bank entries that may not be retrieved
     compression_method: str = "ae"  # retrieval descriptor: ae | avg_pool | random
-    memory_device: str = "auto"  # where the history bank lives: auto (= compute device) | cpu | cuda[:i]
-    memory_dtype: str = "auto"  # bank dtype: auto (= model dtype) | float32 | bfloat16 | float16
+    memory_device: str = "auto"  # history bank tier: auto (fastest that fits) | cpu | cuda[:i] | disk
+    memory_dtype: str = "auto"  # bank dtype: auto (= model dtype) | float32 | bfloat16 | float16 | float8_e4m3fn
+    memory_budget_gb: float | None = None  # most GB the bank holds on its tier; None: unbounded
+    memory_eviction: str = "redundant"  # entry evicted from a full bank: redundant | oldest | stride
+    memory_folder: str | None = None  # folder of the disk tier's memory-mapped file
+    memory_prefetch: bool = True  # start the next block's gather before the recache pass
 
     def validate(self) -> None:
         from pipeline.descriptors import DESCRIPTOR_METHODS
@@ -51,5 +57,11 @@ class RolloutConfig:
                 raise ConfigError(f"recent_exclude must be >= 0, got {self.recent_exclude}")
             if self.compression_method not in DESCRIPTOR_METHODS:
                 raise ConfigError(f"compression_method '{self.compression_method}' is not one of {list(DESCRIPTOR_METHODS)}")
-        if self.memory_dtype != "auto" and self.memory_dtype not in DTYPES:
-            raise ConfigError(f"memory_dtype '{self.memory_dtype}' is not 'auto' or one of {list(DTYPES)}")
+        if self.memory_dtype != "auto" and self.memory_dtype not in MEMORY_DTYPES:
+            raise ConfigError(f"memory_dtype '{self.memory_dtype}' is not 'auto' or one of {list(MEMORY_DTYPES)}")
+        if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
+            raise ConfigError(f"memory_budget_gb must be > 0 (or null for no budget), got {self.memory_budget_gb}")
+        if self.memory_eviction not in EVICTION_POLICIES:
+            raise ConfigError(f"memory_eviction '{self.memory_eviction}' is not one of {list(EVICTION_POLICIES)}")
+        if self.memory_device == "disk" and not self.memory_folder:
+            raise ConfigError("memory_device disk needs memory_folder: a folder with room for the bank's file")

@@ -118,7 +118,8 @@ def write_retrieval(job: VideoJob, files: VideoFiles, cfg: InferenceConfig, resu
         "prompt_index": job.prompt_index, "sample": job.sample, "prompt": job.prompt, "seed": job.seed,
         "compression_method": mk.compression_method, "memory_size": mk.memory_size,
         "recent_exclude": mk.recent_exclude, "sink_size": mk.sink_size,
-        "num_frames": cfg.num_output_frames, "blocks": result.retrieval_log,
+        "num_frames": cfg.num_output_frames, "history_bank": result.bank_choice,
+        "memory_budget_gb": mk.memory_budget_gb, "memory_eviction": mk.memory_eviction, "blocks": result.retrieval_log,
     }
     atomic_write_text(json.dumps(log, indent=1), files.retrieval_log)
     title = f"{job.stem}: {mk.compression_method} retrieval, K={mk.memory_size}, R={mk.recent_exclude}"
@@ -131,6 +132,8 @@ def run_job(job: VideoJob, cfg: InferenceConfig, rcfg: RolloutConfig, parts: Inf
     for path in files.all():  # leftovers of a killed earlier attempt at this video
         remove_stale_temporaries(path)
     result = rollout(job, cfg, rcfg, parts, progress)
+    if progress and result.bank_choice:
+        tqdm.write(result.bank_choice)
     start = time.perf_counter()
     # latents: [1, F, C, H, W] on the compute device, where the VAE also lives
     chunks = (chunk[0] for chunk in parts.vae.decode_chunks(result.latents, cfg.vae.decode_chunk_frames))
