@@ -10,48 +10,32 @@ prints and writes `summary.json` at the end.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import torch
 
-from pipeline.build import build_components, random_weight_components, require_assets, resolve_dtype
-from pipeline.corpus_folder import claim_corpus_folder, repair_index
-from pipeline.generate_latent_config import GenerateLatentConfig, config_hash, hashed_settings, load_generate_latent_config
-from pipeline.inference_config import read_prompts
-from pipeline.latent_generation import CorpusRun, run_latent_jobs
-from pipeline.latent_job import latent_jobs
-from pipeline.latent_summary import corpus_summary, summary_lines, write_corpus_summary
-from pipeline.run_summary import random_weight_label
-from utils.assets import MissingAssetError
-from utils.config import ConfigError
-from utils.distributed import (UNEVEN_WORK_TIMEOUT, DistInfo, barrier, cleanup_distributed, dist_info_from_env,
-                               finish_distributed, gather_to_main, init_distributed, rank_device, shard)
-from utils.seeding import seed_everything
+from corpus.config import GenerateLatentConfig, config_hash, hashed_settings, load_generate_latent_config
+from corpus.folder import claim_corpus_folder, repair_index
+from corpus.generation import CorpusRun, run_latent_jobs
+from corpus.jobs import latent_jobs
+from corpus.summary import corpus_summary, summary_lines, write_corpus_summary
+from pipeline.build import build_components, prepare_run
+from pipeline.generation_config import read_prompts
+from utils.distributed import (UNEVEN_WORK_TIMEOUT, DistInfo, barrier, finish_distributed, gather_to_main, init_distributed,
+                               shard)
+from utils.dtypes import dtype_name
+from utils.entry import config_main
+from wan.geometry import LatentGeometry
 from wan.model_config import model_preset
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/generate_latent_demo.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
-    return parser.parse_args(argv)
 
 
 def run(cfg: GenerateLatentConfig, info: DistInfo) -> None:
     start = time.perf_counter()
-    icfg = cfg.inference_config()
-    device = rank_device(cfg.device, info)
-    dtype = resolve_dtype(cfg.dtype, device)
-    dtype_name = str(dtype).removeprefix("torch.")
-    random_components = random_weight_components(icfg)
-    if info.is_main and random_components:
-        print(random_weight_label(random_components), flush=True)
-    require_assets(icfg)
-    seed_everything(cfg.seed)
-    prompts = read_prompts(icfg)
-    settings = hashed_settings(cfg, prompts, device.type, dtype_name)
+    setup = prepare_run(cfg, info)
+    device, run_dtype = setup.device, dtype_name(setup.dtype)
+    prompts = read_prompts(cfg)
+    settings = hashed_settings(cfg, prompts, device.type, run_dtype)
     chash = config_hash(settings)
     claim_corpus_folder(cfg.output_folder, settings, chash, cfg.skip_existing, info.is_main)
     init_distributed(info, device, timeout=UNEVEN_WORK_TIMEOUT)
@@ -60,31 +44,20 @@ def run(cfg: GenerateLatentConfig, info: DistInfo) -> None:
     barrier(info)  # no rank writes before the folder is repaired
 
     jobs = shard(latent_jobs(prompts, cfg.sample_ratio, cfg.seed), info.rank, info.world_size)
-    frame_shape = [model_preset(cfg.model_preset).in_dim, cfg.latent_height, cfg.latent_width]
-    corpus = CorpusRun(cfg, chash, frame_shape, device, lambda: build_components(icfg, device, dtype))
+    frame_shape = list(LatentGeometry.of(model_preset(cfg.model_preset), cfg.latent_height, cfg.latent_width).frame_shape)
+    corpus = CorpusRun(cfg, chash, frame_shape, device, lambda: build_components(cfg, device, setup.dtype))
     records = run_latent_jobs(corpus, jobs, info.rank, info.world_size)
     gathered = gather_to_main(records, info)
     if info.is_main:
         all_records = [record for rank_records in gathered for record in rank_records]
-        summary = corpus_summary(cfg, all_records, chash, random_components, str(device), dtype_name,
+        summary = corpus_summary(cfg, all_records, chash, setup.random_components, str(device), run_dtype,
                                  info.world_size, time.perf_counter() - start)
         print("\n".join(summary_lines(summary, write_corpus_summary(summary, cfg.output_folder))))
     finish_distributed(info)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    info = dist_info_from_env()
-    try:
-        cfg = load_generate_latent_config(args.config, args.overrides)
-        run(cfg, info)
-    except (ConfigError, MissingAssetError) as err:
-        if info.is_main:
-            print(f"error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        cleanup_distributed()
-    return 0
+    return config_main(argv, __doc__, "configs/generate_latent_demo.yaml", load_generate_latent_config, run)
 
 
 if __name__ == "__main__":

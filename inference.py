@@ -8,27 +8,18 @@ Under torchrun the prompts are split across ranks; rank 0 writes `summary.json` 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
-from pipeline.build import build_components, random_weight_components, require_assets, resolve_dtype
-from pipeline.inference_config import InferenceConfig, load_inference_config, read_prompts
-from pipeline.run_summary import random_weight_label, run_summary, write_run_summary
-from pipeline.video_job import VideoJob, run_jobs, video_jobs
-from utils.assets import MissingAssetError
-from utils.config import ConfigError
-from utils.distributed import (UNEVEN_WORK_TIMEOUT, DistInfo, cleanup_distributed, dist_info_from_env, finish_distributed,
-                               gather_to_main, init_distributed, rank_device, shard)
-from utils.seeding import seed_everything
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/demo_latentmem.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
-    return parser.parse_args(argv)
+from inference_job.config import InferenceConfig, load_inference_config
+from inference_job.summary import run_summary, write_run_summary
+from inference_job.video_job import VideoJob, run_jobs, video_jobs
+from pipeline.build import build_components, prepare_run
+from pipeline.generation_config import read_prompts
+from utils.distributed import UNEVEN_WORK_TIMEOUT, DistInfo, finish_distributed, gather_to_main, init_distributed, shard
+from utils.dtypes import dtype_name
+from utils.entry import config_main
 
 
 def build_jobs(cfg: InferenceConfig, info: DistInfo) -> list[VideoJob]:
@@ -51,38 +42,21 @@ def report(summary: dict, path) -> None:
 
 
 def run(cfg: InferenceConfig, info: DistInfo) -> None:
-    device = rank_device(cfg.device, info)
-    dtype = resolve_dtype(cfg.dtype, device)
-    random_components = random_weight_components(cfg)
-    if info.is_main and random_components:
-        print(random_weight_label(random_components), flush=True)
-    require_assets(cfg)
-    seed_everything(cfg.seed)
-    init_distributed(info, device, timeout=UNEVEN_WORK_TIMEOUT)
+    setup = prepare_run(cfg, info)
+    init_distributed(info, setup.device, timeout=UNEVEN_WORK_TIMEOUT)
     jobs = build_jobs(cfg, info)
-    records = run_jobs(jobs, cfg, lambda: build_components(cfg, device, dtype), progress=info.is_main)
+    records = run_jobs(jobs, cfg, lambda: build_components(cfg, setup.device, setup.dtype), progress=info.is_main)
     gathered = gather_to_main(records, info)
     if info.is_main:
         all_records = [record for rank_records in gathered for record in rank_records]
-        summary = run_summary(cfg, all_records, random_components, str(device), str(dtype).removeprefix("torch."),
+        summary = run_summary(cfg, all_records, setup.random_components, str(setup.device), dtype_name(setup.dtype),
                               info.world_size)
         report(summary, write_run_summary(summary, cfg.output_folder))
     finish_distributed(info)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    info = dist_info_from_env()
-    try:
-        cfg = load_inference_config(args.config, args.overrides)
-        run(cfg, info)
-    except (ConfigError, MissingAssetError) as err:
-        if info.is_main:
-            print(f"error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        cleanup_distributed()
-    return 0
+    return config_main(argv, __doc__, "configs/demo_latentmem.yaml", load_inference_config, run)
 
 
 if __name__ == "__main__":

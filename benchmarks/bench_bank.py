@@ -44,8 +44,9 @@ from pipeline.history_bank import HistoryBank
 from pipeline.bank_eviction import EVICTION_POLICIES
 from pipeline.bank_storage import MemoryTier
 from pipeline.rollout import generate
-from pipeline.rollout_config import RolloutConfig
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from toydatasets.make_toy_latents import ToyConfig, make_scene_bank, make_video
+from wan.geometry import LatentGeometry
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig, model_preset
 
@@ -113,10 +114,10 @@ def demo_peak_rss(frames: int, overrides: list[str], out: Path) -> dict:
 
 def memory_table(budget_gb: float = 32.0) -> dict:
     cfg, rcfg = model_preset("wan2.1-t2v-1.3b"), RolloutConfig()
-    tokens = cfg.tokens_per_frame(*FULL_SIZE_HW)
+    tokens = LatentGeometry.of(cfg, *FULL_SIZE_HW).tokens_per_frame
     table = {}
     for seconds in (30, 60, 120, 600):
-        banked = seconds * LATENT_FPS - rcfg.local_attn_size
+        banked = seconds * LATENT_FPS - rcfg.model_kwargs.local_attn_size
         row = {}
         for dtype in (torch.float32, torch.bfloat16, torch.float8_e4m3fn):
             per_frame = frame_bytes(cfg.num_layers, 1, tokens, cfg.num_heads, cfg.head_dim, dtype)
@@ -131,15 +132,16 @@ def memory_table(budget_gb: float = 32.0) -> dict:
 
 def toy_selections(video: torch.Tensor, budget_frames: int | None, policy: str, rcfg: RolloutConfig) -> list[list[int]]:
     """Selected global frames of every retrieving block of Algorithm 1's bookkeeping on `video` ([T, C, H, W])."""
+    mk = rcfg.model_kwargs
     bank = HistoryBank(1, 1, 1, 1, 1, MemoryTier("cpu"), torch.float32, "cpu", max_frames=budget_frames,
-                       eviction=EVICTION_POLICIES[policy](), recent_guard=rcfg.recent_exclude)
-    memory = RetrievalMemory(bank, AvgPoolDescriptor(), "avg_pool", rcfg.memory_size, rcfg.recent_exclude)
-    nf, window, out = rcfg.num_frame_per_block, rcfg.local_attn_size, []
+                       eviction=EVICTION_POLICIES[policy](), recent_guard=mk.recent_exclude)
+    memory = RetrievalMemory(bank, AvgPoolDescriptor(), "avg_pool", mk.memory_size, mk.recent_exclude)
+    nf, window, out = rcfg.num_frame_per_block, mk.local_attn_size, []
     for first in range(0, video.shape[0] - nf + 1, nf):
         if memory.retrieve(first, torch.float32) is not None:
             out.append(memory.log[-1]["selected_frames"][0])
         memory.index(video[None, first : first + nf])
-        leaving = [f for f in range(first + nf - window, first + 2 * nf - window) if f >= rcfg.sink_size]
+        leaving = [f for f in range(first + nf - window, first + 2 * nf - window) if f >= mk.sink_size]
         if leaving:
             memory.bank_frames(leaving, torch.zeros(1, 1, len(leaving), 1, 1, 1), torch.zeros(1, 1, len(leaving), 1, 1, 1))
     return out
@@ -148,7 +150,7 @@ def toy_selections(video: torch.Tensor, budget_frames: int | None, policy: str, 
 def toy_agreement(num_videos: int, frames: int, budgets: list[int]) -> dict:
     tcfg = ToyConfig(num_videos=num_videos, frames=frames)
     scenes = make_scene_bank(tcfg)
-    rcfg = RolloutConfig(use_latentmem=True)
+    rcfg = RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True))
     videos = [make_video(tcfg, scenes, i) for i in range(num_videos)]
     reference = [toy_selections(v, None, "oldest", rcfg) for v, _ in videos]
     figures = {"unbounded": {"revisit_hit_rate": revisit_hits(videos, reference, rcfg)}}
@@ -173,7 +175,7 @@ def revisit_hits(videos, selections, rcfg: RolloutConfig) -> float:
         first_block = len(ids) // nf - len(sel)
         for j, picks in enumerate(sel):
             query = (first_block + j) * nf - 1
-            banked_until = query + 1 - rcfg.local_attn_size - rcfg.recent_exclude
+            banked_until = query + 1 - rcfg.model_kwargs.local_attn_size - rcfg.model_kwargs.recent_exclude
             start = query
             while start > 0 and ids[start - 1] == ids[query]:
                 start -= 1
@@ -196,14 +198,14 @@ def mid_rollout(model, cfg: RolloutConfig, frames: int, descriptor):
 def steady_blocks(result, cfg: RolloutConfig) -> list[int]:
     """Blocks that retrieve a full K (the attention size is then the same as native's)."""
     return [e["block_start_frame"] // cfg.num_frame_per_block for e in result.retrieval_log
-            if len(e["selected_pool_indices"][0]) == cfg.memory_size]
+            if len(e["selected_pool_indices"][0]) == cfg.model_kwargs.memory_size]
 
 
 def mid_size(frames: int, rounds: int) -> dict:
     torch.manual_seed(0)
     model = CausalWanModel(MID).eval()
     descriptor = EncoderDescriptor(RetrievalAutoencoder(AEConfig(spatial_h=MID_FRAME[1], spatial_w=MID_FRAME[2])).eval())
-    native_cfg, mem_cfg = RolloutConfig(), RolloutConfig(use_latentmem=True)
+    native_cfg, mem_cfg = RolloutConfig(), RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True))
     ratios, native_ms, mem_ms = [], [], []
     for _ in range(rounds):
         native = mid_rollout(model, native_cfg, frames, None)
@@ -214,9 +216,9 @@ def mid_size(frames: int, rounds: int) -> dict:
         native_ms.append(n)
         mem_ms.append(m)
         ratios.append(m / n)
-    plain = mid_rollout(model, RolloutConfig(use_latentmem=True, memory_prefetch=False), frames, descriptor)
-    bf16 = mid_rollout(model, RolloutConfig(use_latentmem=True, memory_dtype="bfloat16"), frames, descriptor)
-    fp8 = mid_rollout(model, RolloutConfig(use_latentmem=True, memory_dtype="float8_e4m3fn"), frames, descriptor)
+    plain = mid_rollout(model, RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, memory_prefetch=False)), frames, descriptor)
+    bf16 = mid_rollout(model, RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, memory_dtype="bfloat16")), frames, descriptor)
+    fp8 = mid_rollout(model, RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, memory_dtype="float8_e4m3fn")), frames, descriptor)
     diff = (fp8.latents - bf16.latents).abs()
     picks = lambda r: [e["selected_pool_indices"] for e in r.retrieval_log]  # noqa: E731
     changed = sum(a != b for a, b in zip(picks(fp8), picks(bf16)))
@@ -247,12 +249,12 @@ def full_size(frames: int) -> dict:
         settings = {"native": RolloutConfig()}
         for tier in ("cuda", "cpu", "disk"):
             for prefetch in (True, False):
-                settings[f"latentmem_{tier}_{'prefetch' if prefetch else 'plain'}"] = RolloutConfig(
+                settings[f"latentmem_{tier}_{'prefetch' if prefetch else 'plain'}"] = RolloutConfig(model_kwargs=ModelKwargs(
                     use_latentmem=True, memory_device=tier, memory_prefetch=prefetch,
-                    memory_folder=folder if tier == "disk" else None)
+                    memory_folder=folder if tier == "disk" else None))
         for name, rcfg in settings.items():
             start = time.perf_counter()
-            generate(model, rcfg, noise, prompt, lambda shape: torch.randn(shape, generator=g), descriptor if rcfg.use_latentmem else None)
+            generate(model, rcfg, noise, prompt, lambda shape: torch.randn(shape, generator=g), descriptor if rcfg.model_kwargs.use_latentmem else None)
             torch.cuda.synchronize()
             out[f"{name}_latent_fps"] = round(frames / (time.perf_counter() - start), 2)
             print(f"{name}: {out[f'{name}_latent_fps']} latent frames/s", flush=True)

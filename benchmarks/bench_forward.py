@@ -22,14 +22,16 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.rollout import CausalRollout
+from pipeline.generation_config import GenerationConfig
+from pipeline.rollout import CausalRollout, gaussian_noise
 from pipeline.rollout_config import RolloutConfig
+from wan.geometry import LatentGeometry
 from wan.kv_cache import FrameKVCache
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig, model_preset
 
 MID = WanModelConfig(dim=512, ffn_dim=2048, freq_dim=256, text_dim=512, text_len=512, num_heads=8, num_layers=8)
-FULL_SIZE_LATENT_HW = (60, 104)  # 480x832 video through the 8x VAE
+FULL_SIZE = GenerationConfig()  # the defaults: Wan2.1-1.3B, 480x832 video through the 8x VAE
 
 
 @torch.no_grad()
@@ -43,9 +45,7 @@ def time_blocks(name: str, cfg: WanModelConfig, latent_shape: tuple[int, int, in
     nf = rcfg.num_frame_per_block
     rollout = CausalRollout(model, rcfg, prompt, latent_shape, blocks * nf)
 
-    def noise(shape) -> torch.Tensor:
-        return torch.randn(shape, generator=g)
-
+    noise = gaussian_noise(g)
     samples = []
     for block in tqdm(range(blocks), desc=name, leave=False):
         start = time.perf_counter()
@@ -60,17 +60,16 @@ def time_blocks(name: str, cfg: WanModelConfig, latent_shape: tuple[int, int, in
         "ms_per_block_min": round(min(samples), 1),
         "ms_per_call": round(statistics.mean(samples) / calls, 1),
         "timed_blocks": len(samples),
-        "tokens_per_frame": cfg.tokens_per_frame(*latent_shape[1:]),
+        "tokens_per_frame": rollout.geometry.tokens_per_frame,
         "kv_cache_bytes": rollout.cache.nbytes(),
         "text_kv_bytes": sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in rollout.text.kv),
     }
 
 
 def full_size_kv_cache_bytes(dtype: torch.dtype) -> int:
-    cfg = model_preset("wan2.1-t2v-1.3b")
-    rcfg = RolloutConfig()
-    tokens = cfg.tokens_per_frame(*FULL_SIZE_LATENT_HW)
-    cache = FrameKVCache(cfg.num_layers, 1, rcfg.local_attn_size, rcfg.sink_size, tokens, cfg.num_heads, cfg.head_dim, "meta", dtype)
+    cfg, mk = model_preset(FULL_SIZE.model_preset), FULL_SIZE.model_kwargs
+    tokens = LatentGeometry.of(cfg, FULL_SIZE.latent_height, FULL_SIZE.latent_width).tokens_per_frame
+    cache = FrameKVCache(cfg.num_layers, 1, mk.local_attn_size, mk.sink_size, tokens, cfg.num_heads, cfg.head_dim, "meta", dtype)
     return cache.nbytes()
 
 

@@ -24,10 +24,13 @@ import torch
 
 from ae.model import AEConfig, RetrievalAutoencoder
 from pipeline.descriptors import EncoderDescriptor
+from pipeline.bank_storage import MemoryTier
 from pipeline.history_bank import HistoryBank
 from pipeline.retrieval import select_top_k
-from pipeline.rollout import generate
-from pipeline.rollout_config import RolloutConfig
+from pipeline.generation_config import GenerationConfig
+from pipeline.rollout import gaussian_noise, generate
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
+from wan.geometry import LatentGeometry
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig, model_preset
 
@@ -58,11 +61,13 @@ def top_k_ms(repeats: int) -> float:
 
 def full_size_kv_bytes(k: int = 6) -> tuple[int, int]:
     """(bytes gathered per retrieving block, bytes banked per frame) for Wan2.1-1.3B in bf16."""
-    cfg = model_preset("wan2.1-t2v-1.3b")
-    tokens = cfg.tokens_per_frame(60, 104)
-    bank = HistoryBank(cfg.num_layers, 1, tokens, cfg.num_heads, cfg.head_dim, capacity=k,
-                       storage_device="cpu", storage_dtype=torch.bfloat16, compute_device="cpu")
-    bank.frames = list(range(k))  # pretend k frames are banked; contents do not matter for sizes
+    full = GenerationConfig()  # the defaults: Wan2.1-1.3B at 480x832
+    cfg = model_preset(full.model_preset)
+    tokens = LatentGeometry.of(cfg, full.latent_height, full.latent_width).tokens_per_frame
+    # on the meta device nothing is allocated: the bank's own shapes, no 1.7 GB of host memory
+    bank = HistoryBank(cfg.num_layers, 1, tokens, cfg.num_heads, cfg.head_dim, MemoryTier("meta"), torch.bfloat16, "meta")
+    kv = torch.empty(cfg.num_layers, 1, k, tokens, cfg.num_heads, cfg.head_dim, dtype=torch.bfloat16, device="meta")
+    bank.add(list(range(k)), kv, kv, None)
     retrieved = bank.gather(torch.arange(k).unsqueeze(0), torch.bfloat16)
     gathered = retrieved.k.numel() * retrieved.k.element_size() + retrieved.v.numel() * retrieved.v.element_size()
     return gathered, bank.bytes_per_frame()
@@ -72,14 +77,14 @@ def rollout(model, cfg: RolloutConfig, frames: int, descriptor):
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(1, frames, 16, 30, 52, generator=g)
     prompt = torch.randn(1, 16, model.cfg.text_dim, generator=g)
-    return generate(model, cfg, noise, prompt, lambda shape: torch.randn(shape, generator=g), descriptor)
+    return generate(model, cfg, noise, prompt, gaussian_noise(g), descriptor)
 
 
 def compare_native_latentmem(model, ae, frames: int, rounds: int) -> dict:
     """Alternate native and latentmem rollouts `rounds` times; per method, the best round's mean ms over
     the blocks in which latentmem retrieves (the same blocks for both: full window, equal attention size)."""
     native_cfg = RolloutConfig()
-    latentmem_cfg = RolloutConfig(use_latentmem=True, compression_method="ae")
+    latentmem_cfg = RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, compression_method="ae"))
     native_means, latentmem_means = [], []
     for _ in range(rounds):
         native = rollout(model, native_cfg, frames, None)

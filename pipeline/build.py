@@ -1,5 +1,5 @@
 """The one loading module of every entry script: generator (+EMA, +LoRA), text encoder, VAE and
-retrieval descriptor, built from an InferenceConfig.
+retrieval descriptor, built from a GenerationConfig (pipeline/generation_config.py); replay builds through the same loaders.
 
 Random weights exist only for the `demo` presets and only when no weights path is given; every
 other missing file raises MissingAssetError with the download command. Nothing ever falls back
@@ -7,28 +7,30 @@ to another method (e.g. a missing retrieval encoder never turns `ae` into `avg_p
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
 from ae.model import AEConfig, RetrievalAutoencoder, load_retrieval_autoencoder
 from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor, FrameDescriptor, NoDescriptor
-from pipeline.inference_config import InferenceConfig
+from pipeline.generation_config import AdapterConfig, GenerationConfig
+from pipeline.rollout_config import ModelKwargs
+from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError
+from utils.distributed import DistInfo, rank_device
+from utils.dtypes import compute_dtype
+from utils.seeding import DEMO_SEED, seed_everything, seeded
 from wan.checkpoint import load_backbone_checkpoint
 from wan.lora import apply_lora
 from wan.model import CausalWanModel
-from wan.model_config import model_preset
-from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError
+from wan.model_config import WanModelConfig, model_preset
 from wan.text_encoder_config import default_tokenizer_dir
 
 if TYPE_CHECKING:  # transformers and diffusers load in the builders, so --help and config errors stay fast
     from wan.text_encoder import WanTextEncoder
     from wan.vae import WanVAE
 
-DEMO_SEED = 0  # seed of every random-weight demo component
 # The demo retrieval encoder: the fixtures' tiny AE layout (two stages fit an 8 x 8 latent frame).
 DEMO_AE_HIDDEN_DIMS = (8, 16)
 DEMO_AE_LATENT_DIM = 32
@@ -46,22 +48,7 @@ class InferenceComponents:
     descriptor: FrameDescriptor | None  # None for native runs
 
 
-@contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Deterministic CPU initialisation that leaves the caller's RNG state untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` is bfloat16 on CUDA and float32 on CPU."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
-
-
-def random_weight_components(cfg: InferenceConfig) -> list[str]:
+def random_weight_components(cfg: GenerationConfig) -> list[str]:
     """Components that this config builds with random weights (demo presets without weights)."""
     names = []
     if cfg.generator_ckpt is None:
@@ -70,20 +57,26 @@ def random_weight_components(cfg: InferenceConfig) -> list[str]:
         names.append("text encoder")
     if cfg.vae.checkpoint is None:
         names.append("VAE")
-    mk = cfg.model_kwargs
-    if mk.use_latentmem and mk.compression_method == "ae" and mk.ae_ckpt is None:
+    if cfg.model_kwargs.uses_encoder and cfg.model_kwargs.ae_ckpt is None:
         names.append("retrieval encoder")
     return names
 
 
-def required_assets(cfg: InferenceConfig) -> list[tuple[str, str, str]]:
+def random_weight_label(random_components: list[str]) -> str | None:
+    """The banner of runs with random weights (None for a run on real weights)."""
+    if not random_components:
+        return None
+    return (f"RANDOM-WEIGHT DEMO: {', '.join(random_components)} have random weights. The videos show the "
+            "pipeline and its output files, not the quality of any backbone or of retrieval.")
+
+
+def required_assets(cfg: GenerationConfig) -> list[tuple[str, str, str]]:
     """(path, what, download command) of every file the config reads."""
     mk, te = cfg.model_kwargs, cfg.text_encoder
     assets = [
         (cfg.generator_ckpt, "backbone checkpoint (generator_ckpt)", RAG_DOWNLOAD),
         (cfg.lora_ckpt, "LoRA checkpoint (lora_ckpt)", RAG_DOWNLOAD),
-        (mk.ae_ckpt if mk.use_latentmem and mk.compression_method == "ae" else None,
-         "retrieval encoder (model_kwargs.ae_ckpt)", RAG_DOWNLOAD),
+        (mk.ae_ckpt if mk.uses_encoder else None, "retrieval encoder (model_kwargs.ae_ckpt)", RAG_DOWNLOAD),
         (cfg.data_path, "prompt file (data_path)", RAG_DOWNLOAD),
         (te.weights, "text encoder weights (text_encoder.weights)", WAN_DOWNLOAD),
         (te.tokenizer if te.tokenizer is not None or te.weights is None else str(default_tokenizer_dir(te.weights)),
@@ -93,7 +86,7 @@ def required_assets(cfg: InferenceConfig) -> list[tuple[str, str, str]]:
     return [(path, what, download) for path, what, download in assets if path is not None]
 
 
-def require_assets(cfg: InferenceConfig) -> None:
+def require_assets(cfg: GenerationConfig) -> None:
     """Fail before loading anything if a file is missing, listing every missing file and its download."""
     missing = [(path, what, download) for path, what, download in required_assets(cfg) if not Path(path).exists()]
     if missing:
@@ -103,12 +96,13 @@ def require_assets(cfg: InferenceConfig) -> None:
                                 + "\n".join(f"    {d}" for d in downloads))
 
 
-def build_generator(cfg: InferenceConfig, device: torch.device, dtype: torch.dtype) -> CausalWanModel:
+def load_generator(mcfg: WanModelConfig, ckpt: str | Path | None, device: torch.device, dtype: torch.dtype,
+                   use_ema: bool = False, lora_ckpt: str | Path | None = None,
+                   adapter: AdapterConfig | None = None) -> CausalWanModel:
     """The causal DiT in eval mode: checkpoint (EMA if use_ema) + LoRA (merged unless adapter.merge is
-    false), or random weights from DEMO_SEED for the demo preset without a checkpoint."""
-    mcfg = model_preset(cfg.model_preset)
-    if cfg.generator_ckpt is None:
-        with _seeded(DEMO_SEED):
+    false), or random weights from DEMO_SEED without a checkpoint (the config allows that for demo only)."""
+    if ckpt is None:
+        with seeded(DEMO_SEED):
             model = CausalWanModel(mcfg)
         model = model.to(device=device, dtype=dtype)
     else:
@@ -116,66 +110,90 @@ def build_generator(cfg: InferenceConfig, device: torch.device, dtype: torch.dty
         with torch.device("meta"):
             model = CausalWanModel(mcfg).to(dtype)
         model = model.to_empty(device=device)
-        load_backbone_checkpoint(model, cfg.generator_ckpt, use_ema=cfg.use_ema, strict=True)
-    if cfg.lora_ckpt is not None:
-        model = apply_lora(model, cfg.lora_ckpt, cfg.adapter.rank, cfg.adapter.alpha, merge=cfg.adapter.merge)
+        load_backbone_checkpoint(model, ckpt, use_ema=use_ema)
+    if lora_ckpt is not None:
+        model = apply_lora(model, lora_ckpt, adapter.rank, adapter.alpha, merge=adapter.merge)
     return model.eval().requires_grad_(False)
 
 
-def build_text_encoder(cfg: InferenceConfig, device: torch.device, dtype: torch.dtype) -> WanTextEncoder:
+def build_generator(cfg: GenerationConfig, mcfg: WanModelConfig, device: torch.device, dtype: torch.dtype) -> CausalWanModel:
+    return load_generator(mcfg, cfg.generator_ckpt, device, dtype, cfg.use_ema, cfg.lora_ckpt, cfg.adapter)
+
+
+def build_text_encoder(cfg: GenerationConfig, mcfg: WanModelConfig, device: torch.device, dtype: torch.dtype) -> WanTextEncoder:
     from wan.text_encoder import WanTextEncoder
 
     te = cfg.text_encoder
-    text_len = model_preset(cfg.model_preset).text_len
-    return WanTextEncoder.from_preset(te.preset, te.weights, te.tokenizer, device, dtype, text_len)
+    return WanTextEncoder.from_preset(te.preset, te.weights, te.tokenizer, device, dtype, mcfg.text_len)
 
 
-def build_vae(cfg: InferenceConfig, device: torch.device, dtype: torch.dtype) -> WanVAE:
+def build_vae(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> WanVAE:
     from wan.vae import WanVAE
 
     return WanVAE.from_preset(cfg.vae.preset, cfg.vae.checkpoint, device, dtype)
 
 
-def demo_autoencoder(cfg: InferenceConfig) -> RetrievalAutoencoder:
-    """Random tiny retrieval encoder sized to the config's latent frames."""
-    ae_cfg = AEConfig(in_channels=model_preset(cfg.model_preset).in_dim, spatial_h=cfg.latent_height,
-                      spatial_w=cfg.latent_width, latent_dim=DEMO_AE_LATENT_DIM, hidden_dims=DEMO_AE_HIDDEN_DIMS)
-    with _seeded(DEMO_SEED):
-        return RetrievalAutoencoder(ae_cfg)
-
-
-def build_autoencoder(cfg: InferenceConfig, device: torch.device) -> RetrievalAutoencoder:
-    """The retrieval AE in float32 (descriptors only rank bank entries; fp32 keeps near-ties stable)."""
-    path = cfg.model_kwargs.ae_ckpt
-    ae = demo_autoencoder(cfg) if path is None else load_retrieval_autoencoder(path, device, torch.float32)
-    frame = (model_preset(cfg.model_preset).in_dim, cfg.latent_height, cfg.latent_width)
+def load_autoencoder(path: str | Path | None, frame: tuple[int, int, int], device: torch.device) -> RetrievalAutoencoder:
+    """The retrieval AE for latent frames `frame` (C, H, W) in float32 (descriptors only rank bank entries;
+    fp32 keeps near-ties stable); without a path, the random tiny demo encoder."""
+    if path is None:
+        ae_cfg = AEConfig(in_channels=frame[0], spatial_h=frame[1], spatial_w=frame[2],
+                          latent_dim=DEMO_AE_LATENT_DIM, hidden_dims=DEMO_AE_HIDDEN_DIMS)
+        with seeded(DEMO_SEED):
+            ae = RetrievalAutoencoder(ae_cfg)
+    else:
+        ae = load_retrieval_autoencoder(path, device, torch.float32)
     ae_frame = (ae.cfg.in_channels, ae.cfg.spatial_h, ae.cfg.spatial_w)
-    if ae_frame != frame:
+    if ae_frame != tuple(frame):
         raise ComponentMismatchError(
             f"retrieval encoder '{path}' was trained on latent frames {list(ae_frame)} but this config generates "
             f"{list(frame)} (model in_dim, latent_height, latent_width); use an encoder trained at this size")
     return ae.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
 
 
-def build_descriptor(cfg: InferenceConfig, device: torch.device) -> FrameDescriptor | None:
-    """The retrieval descriptor of `model_kwargs.compression_method`; None for native runs."""
-    mk = cfg.model_kwargs
+def load_descriptor(mk: ModelKwargs, frame: tuple[int, int, int], device: torch.device) -> FrameDescriptor | None:
+    """The retrieval descriptor of `mk.compression_method` for latent frames `frame` (C, H, W); None for native runs."""
     if not mk.use_latentmem:
         return None
     if mk.compression_method == "ae":
-        return EncoderDescriptor(build_autoencoder(cfg, device))
+        return EncoderDescriptor(load_autoencoder(mk.ae_ckpt, frame, device))
     if mk.compression_method == "avg_pool":
         return AvgPoolDescriptor()
     return NoDescriptor()
 
 
-def build_components(cfg: InferenceConfig, device: torch.device, dtype: torch.dtype) -> InferenceComponents:
-    """Everything a run needs. The descriptor is built first: it is small and fails fast on a bad ae_ckpt."""
+def build_descriptor(cfg: GenerationConfig, mcfg: WanModelConfig, device: torch.device) -> FrameDescriptor | None:
+    return load_descriptor(cfg.model_kwargs, (mcfg.in_dim, cfg.latent_height, cfg.latent_width), device)
+
+
+@dataclass
+class RunSetup:
+    device: torch.device
+    dtype: torch.dtype
+    random_components: list[str]  # built with random weights (demo presets)
+
+
+def prepare_run(cfg: GenerationConfig, info: DistInfo) -> RunSetup:
+    """This rank's device and dtype; the random-weight banner (main rank); every file checked; seeds set.
+
+    Nothing is loaded yet, so a missing file fails in seconds."""
+    device = rank_device(cfg.device, info)
+    random_components = random_weight_components(cfg)
+    if info.is_main and random_components:
+        print(random_weight_label(random_components), flush=True)
     require_assets(cfg)
-    descriptor = build_descriptor(cfg, device)
+    seed_everything(cfg.seed)
+    return RunSetup(device, compute_dtype(cfg.dtype, device), random_components)
+
+
+def build_components(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> InferenceComponents:
+    """Everything a run needs (files were checked by prepare_run). The descriptor is built first: it is
+    small and fails fast on a bad ae_ckpt."""
+    mcfg = model_preset(cfg.model_preset)
+    descriptor = build_descriptor(cfg, mcfg, device)
     return InferenceComponents(
-        generator=build_generator(cfg, device, dtype),
-        text_encoder=build_text_encoder(cfg, device, dtype),
+        generator=build_generator(cfg, mcfg, device, dtype),
+        text_encoder=build_text_encoder(cfg, mcfg, device, dtype),
         vae=build_vae(cfg, device, dtype),
         descriptor=descriptor,
     )

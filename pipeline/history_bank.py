@@ -19,7 +19,7 @@ import torch
 from pipeline.bank_codec import make_codec
 from pipeline.bank_eviction import EVICTION_POLICIES, EvictionPolicy
 from pipeline.bank_storage import GB, SlabStorage, Tier, choose_tier
-from pipeline.rollout_config import RolloutConfig
+from pipeline.rollout_config import ModelKwargs
 from utils.config import ConfigError
 from wan.block_attention import RetrievedKV
 
@@ -210,7 +210,7 @@ def frame_bytes(num_layers: int, batch: int, tokens_per_frame: int, num_heads: i
     return payload + (2 * num_layers * batch * num_heads * 4 if make_codec(dtype).has_scale else 0)
 
 
-def build_history_bank(cfg: RolloutConfig, num_layers: int, batch: int, tokens_per_frame: int, num_heads: int,
+def build_history_bank(cfg: ModelKwargs, num_layers: int, batch: int, tokens_per_frame: int, num_heads: int,
                        head_dim: int, num_frames: int, compute: torch.device, dtype: torch.dtype) -> tuple[HistoryBank, str]:
     """The bank of one rollout of `num_frames` frames as the config asks (dtype, budget, policy, tier);
     -> (bank, which tier and why)."""

@@ -11,19 +11,22 @@ the trace's folder. Exits 1 when any error exceeds the tolerance.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor, FrameDescriptor, NoDescriptor
-from pipeline.rollout import CausalRollout, generate
-from pipeline.rollout_config import RolloutConfig
-from wan.checkpoint import load_backbone_checkpoint
-from wan.lora import apply_lora
+from pipeline.build import load_descriptor, load_generator
+from pipeline.descriptors import FrameDescriptor
+from pipeline.generation_config import AdapterConfig
+from pipeline.rollout import CausalRollout, gaussian_noise, generate
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig
+
+CPU = torch.device("cpu")
 
 
 @dataclass
@@ -42,50 +45,45 @@ class ReplayReport:
         )
 
 
-def rollout_config(cfg: dict) -> RolloutConfig:
-    latentmem = bool(cfg["use_latentmem"])
-    return RolloutConfig(
-        num_frame_per_block=cfg["num_frame_per_block"],
-        denoising_step_list=list(cfg["denoising_step_list"]),
-        warp_denoising_step=cfg["warp_denoising_step"],
-        timestep_shift=cfg["timestep_shift"],
-        context_noise=cfg["context_noise"],
-        local_attn_size=cfg["local_attn_size"],
-        sink_size=cfg["sink_size"],
-        use_latentmem=latentmem,
-        memory_size=cfg["memory_size"] if latentmem else 0,
-        recent_exclude=cfg["recent_exclude"] if latentmem else 0,
-        compression_method=cfg["compression_method"] if latentmem else "ae",
-    )
+def _known(schema, values: dict) -> dict:
+    """The entries of a trace's flat config dict that are fields of `schema` (None: keep the default)."""
+    names = {f.name for f in dataclasses.fields(schema)}
+    return {k: v for k, v in values.items() if k in names and v is not None}
+
+
+def rollout_config(cfg: dict, folder: Path) -> RolloutConfig:
+    """The trace's settings as our RolloutConfig (the reference stores them flat, we nest model_kwargs)."""
+    mk = ModelKwargs(**_known(ModelKwargs, cfg))
+    if mk.uses_encoder:
+        mk.ae_ckpt = str(folder / cfg["files"]["ae"])
+    rcfg = RolloutConfig(**_known(RolloutConfig, {**cfg, "denoising_step_list": list(cfg["denoising_step_list"])}), model_kwargs=mk)
+    rcfg.validate()
+    return rcfg
 
 
 def build_model(cfg: dict, folder: Path) -> CausalWanModel:
-    model = CausalWanModel(WanModelConfig.from_dict(cfg["model"])).eval()
-    load_backbone_checkpoint(model, folder / cfg["files"]["generator"])
-    if cfg.get("lora"):
-        model = apply_lora(model, folder / cfg["files"]["lora"], cfg["lora"]["rank"], cfg["lora"]["alpha"])
-    return model
+    """The trace's generator (+ LoRA, merged) through pipeline/build.py's loader, float32 on the CPU."""
+    lora = cfg.get("lora")
+    adapter = AdapterConfig(rank=lora["rank"], alpha=lora["alpha"]) if lora else None
+    return load_generator(WanModelConfig.from_dict(cfg["model"]), folder / cfg["files"]["generator"], CPU, torch.float32,
+                          lora_ckpt=folder / cfg["files"]["lora"] if lora else None, adapter=adapter)
 
 
-def build_descriptor(cfg: dict, folder: Path) -> FrameDescriptor | None:
-    method = cfg.get("compression_method")
-    if not cfg["use_latentmem"]:
-        return None
-    if method == "ae":
-        from ae.model import load_retrieval_autoencoder
-
-        return EncoderDescriptor(load_retrieval_autoencoder(folder / cfg["files"]["ae"]).eval())
-    if method == "avg_pool":
-        return AvgPoolDescriptor()
-    return NoDescriptor()
+def build_descriptor(rcfg: RolloutConfig, model: CausalWanModel, latent_shape: tuple[int, int, int]) -> FrameDescriptor | None:
+    if latent_shape[0] != model.cfg.in_dim:
+        raise ValueError(f"trace noise has {latent_shape[0]} channels, the model expects in_dim {model.cfg.in_dim}")
+    return load_descriptor(rcfg.model_kwargs, latent_shape, CPU)
 
 
-def replay_calls(model: CausalWanModel, trace: dict) -> list[float]:
-    """Feed every recorded call in order; returns the max abs error of each call's x0."""
-    cfg = trace["config"]
-    rcfg = rollout_config(cfg)
+def replay_calls(model: CausalWanModel, rcfg: RolloutConfig, descriptor: FrameDescriptor | None, trace: dict,
+                 seed: int = 0) -> list[float]:
+    """Feed every recorded call in order; returns the max abs error of each call's x0.
+
+    A recache pass with context_noise > 0 draws its noise from a generator seeded with `seed`."""
     latent_shape = tuple(trace["noise"].shape[2:])
-    rollout = CausalRollout(model, rcfg, trace["prompt_embeds"], latent_shape, trace["noise"].shape[1], NoDescriptor())
+    # The recorded retrieval indices replace every decision, so the descriptor's values are never read.
+    rollout = CausalRollout(model, rcfg, trace["prompt_embeds"], latent_shape, trace["noise"].shape[1], descriptor)
+    noise = gaussian_noise(torch.Generator().manual_seed(seed))
     errors, attn, steps = [], None, len(rcfg.denoising_step_list)
     for call in trace["calls"]:
         b = call["block"]
@@ -96,7 +94,7 @@ def replay_calls(model: CausalWanModel, trace: dict) -> list[float]:
             x0 = rollout.predict_x0(attn, trace["step_input"][b, call["step"]], trace["step_timestep"][b, call["step"]])
             expected = trace["step_x0"][b, call["step"]]
         else:
-            x0 = rollout.finish_block(attn, trace["step_x0"][b, steps - 1], noise=None)
+            x0 = rollout.finish_block(attn, trace["step_x0"][b, steps - 1], noise)
             expected = trace["recache_x0"][b]
         errors.append((x0.cpu() - expected).abs().max().item())
     return errors
@@ -121,12 +119,14 @@ def is_trace(obj) -> bool:
 
 def replay_trace(path: Path, trace: dict) -> ReplayReport:
     cfg = trace["config"]
+    rcfg = rollout_config(cfg, path.parent)
     model = build_model(cfg, path.parent)
-    call_errors = replay_calls(model, trace)
-    result = generate(model, rollout_config(cfg), trace["noise"], trace["prompt_embeds"], recorded_noise(trace), build_descriptor(cfg, path.parent))
+    descriptor = build_descriptor(rcfg, model, tuple(trace["noise"].shape[2:]))
+    call_errors = replay_calls(model, rcfg, descriptor, trace)
+    result = generate(model, rcfg, trace["noise"], trace["prompt_embeds"], recorded_noise(trace), descriptor)
     output_error = (result.latents.cpu() - trace["output"]).abs().max().item()
     descriptor_error = selections_match = None
-    if cfg["use_latentmem"]:
+    if rcfg.model_kwargs.use_latentmem:
         descriptor_error = (result.descriptors.cpu() - trace["descriptors"]).abs().max().item()
         expected = [(e["query_frame"], e["selected_pool_indices"]) for e in trace["memory_indices_log"]]
         ours = [(e["block_start_frame"], e["selected_pool_indices"]) for e in result.retrieval_log]

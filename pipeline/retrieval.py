@@ -10,7 +10,6 @@ import torch
 class Selection:
     pool_indices: torch.Tensor  # [B, k] long, descending similarity
     similarities: torch.Tensor | None  # [B, k] (None for random retrieval)
-    all_similarities: torch.Tensor | None  # [B, num_eligible]
 
 
 def cosine_to_pool(query: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
@@ -27,7 +26,7 @@ def select_top_k(query: torch.Tensor, pool: torch.Tensor, recent_exclude: int, k
         return None
     sims = cosine_to_pool(query, pool[:, :eligible])
     top = sims.topk(min(k, eligible), dim=1, sorted=True)
-    return Selection(top.indices, top.values, sims)
+    return Selection(top.indices, top.values)
 
 
 def select_random(batch: int, pool_size: int, recent_exclude: int, k: int, generator: torch.Generator) -> Selection | None:
@@ -36,4 +35,4 @@ def select_random(batch: int, pool_size: int, recent_exclude: int, k: int, gener
     if eligible <= 0 or k <= 0:
         return None
     picks = [torch.randperm(eligible, generator=generator)[: min(k, eligible)] for _ in range(batch)]
-    return Selection(torch.stack(picks), None, None)
+    return Selection(torch.stack(picks), None)

@@ -56,7 +56,7 @@ class RetrievalMemory:
         if prefetched is not None and prefetched[2] is not None and (pool_indices is not None or prefetched[0] != block_start):
             prefetched[2].result()  # an unused prefetch still owns the bank's staging buffer until it ends
         if pool_indices is not None:
-            selection = Selection(pool_indices, None, None)
+            selection = Selection(pool_indices, None)
             retrieved = self.bank.gather(pool_indices, dtype)
         elif prefetched is not None and prefetched[0] == block_start:
             _, selection, pending = prefetched

@@ -16,15 +16,22 @@ from tqdm.auto import tqdm
 from pipeline.descriptors import FrameDescriptor
 from pipeline.history_bank import build_history_bank
 from pipeline.retrieval_memory import RetrievalMemory
-from pipeline.rollout_config import RolloutConfig
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
+from utils.dtypes import resolve_dtype
 from wan.block_attention import BlockAttention
 from wan.context_layout import block_layout
+from wan.geometry import LatentGeometry
 from wan.kv_cache import FrameKVCache
 from wan.model import CausalWanModel, TextContext
 from wan.rope import Rope3D
 
 NoiseSource = Callable[[torch.Size], torch.Tensor]
+
+
+def gaussian_noise(generator: torch.Generator) -> NoiseSource:
+    """Standard-normal draws on the CPU from `generator` (identical on every device)."""
+    return lambda shape: torch.randn(shape, generator=generator)
 
 
 @dataclass
@@ -35,10 +42,6 @@ class RolloutResult:
     ms_per_block: list[float] = field(default_factory=list)
     kv_gathers: int = 0
     bank_choice: str = ""  # the history bank's tier, why, and its budget (latentmem only)
-
-
-def _dtype(name: str, default: torch.dtype) -> torch.dtype:
-    return default if name == "auto" else getattr(torch, name)
 
 
 class CausalRollout:
@@ -58,27 +61,33 @@ class CausalRollout:
         self.model, self.cfg = model, cfg
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        mcfg = model.cfg
-        self.grid_hw = model.patch_grid(latent_shape[1], latent_shape[2])
-        tokens = self.grid_hw[0] * self.grid_hw[1]
+        mcfg, mk = model.cfg, cfg.model_kwargs
+        self.geometry = LatentGeometry.of(mcfg, latent_shape[1], latent_shape[2])
+        tokens = self.geometry.tokens_per_frame
         batch = prompt_embeds.shape[0]
-        self.schedule = FlowMatchSchedule(cfg.timestep_shift)
+        self.schedule = FlowMatchSchedule(mk.timestep_shift)
         self.step_timesteps = self.schedule.step_timesteps(cfg.denoising_step_list, cfg.warp_denoising_step)
         self.rope = Rope3D(mcfg.head_dim, mcfg.rope_max_positions, self.device)
-        self.cache = FrameKVCache(mcfg.num_layers, batch, cfg.local_attn_size, cfg.sink_size, tokens, mcfg.num_heads, mcfg.head_dim, self.device, self.dtype)
+        self.cache = FrameKVCache(mcfg.num_layers, batch, mk.local_attn_size, mk.sink_size, tokens, mcfg.num_heads, mcfg.head_dim, self.device, self.dtype)
         with self._autocast(), torch.no_grad():
             self.text: TextContext = model.encode_text(prompt_embeds.to(self.device))
         self.num_frames = num_frames
-        self.memory: RetrievalMemory | None = None
         self.bank_choice = ""
-        if cfg.use_latentmem:
-            if descriptor is None:
-                raise ValueError(f"use_latentmem with compression_method '{cfg.compression_method}' needs a descriptor")
-            bank, self.bank_choice = build_history_bank(
-                cfg, mcfg.num_layers, batch, tokens, mcfg.num_heads, mcfg.head_dim, num_frames, self.device,
-                _dtype(cfg.memory_dtype, self.dtype),
-            )
-            self.memory = RetrievalMemory(bank, descriptor, cfg.compression_method, cfg.memory_size, cfg.recent_exclude, memory_seed)
+        self.memory = self._build_memory(mk, descriptor, batch, num_frames, memory_seed)
+
+    def _build_memory(self, mk: ModelKwargs, descriptor: FrameDescriptor | None, batch: int, num_frames: int,
+                      seed: int) -> RetrievalMemory | None:
+        """The retrieval memory of a latentmem run (None for native runs): the one place `use_latentmem` is read."""
+        if not mk.use_latentmem:
+            return None
+        if descriptor is None:
+            raise ValueError(f"use_latentmem with compression_method '{mk.compression_method}' needs a descriptor")
+        mcfg = self.model.cfg
+        bank, self.bank_choice = build_history_bank(
+            mk, mcfg.num_layers, batch, self.geometry.tokens_per_frame, mcfg.num_heads, mcfg.head_dim, num_frames,
+            self.device, resolve_dtype(mk.memory_dtype, self.dtype),
+        )
+        return RetrievalMemory(bank, descriptor, mk.compression_method, mk.memory_size, mk.recent_exclude, seed)
 
     def close(self) -> None:
         """Release the history bank's storage (the disk tier's file space)."""
@@ -90,15 +99,15 @@ class CausalRollout:
 
     def begin_block(self, first_frame: int, pool_indices: torch.Tensor | None = None) -> BlockAttention:
         """Retrieval decision + context of the block starting at `first_frame`."""
-        cfg = self.cfg
+        mk = self.cfg.model_kwargs
         retrieved = self.memory.retrieve(first_frame, self.dtype, pool_indices) if self.memory else None
         layout = block_layout(
-            first_frame, cfg.num_frame_per_block, cfg.local_attn_size, cfg.sink_size,
-            memory_size=cfg.memory_size if cfg.use_latentmem else 0,
+            first_frame, self.cfg.num_frame_per_block, mk.local_attn_size, mk.sink_size,
+            memory_size=mk.reserved_memory_frames,
             num_retrieved=retrieved.num_frames if retrieved is not None else 0,
-            window_positions=cfg.use_latentmem,
+            window_positions=self.memory is not None,
         )
-        return BlockAttention(self.cache, layout, self.rope, self.grid_hw, retrieved)
+        return BlockAttention(self.cache, layout, self.rope, self.geometry.grid_hw, retrieved)
 
     @torch.no_grad()
     def predict_x0(self, attn: BlockAttention, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
@@ -116,7 +125,7 @@ class CausalRollout:
             self.memory.index(x0)
             if displaced:
                 self.memory.bank_frames(displaced, *self.cache.read_all_layers(displaced))
-            if self.cfg.memory_prefetch and frames[-1] + 1 < self.num_frames:
+            if self.cfg.model_kwargs.memory_prefetch and frames[-1] + 1 < self.num_frames:
                 self.memory.prefetch(frames[-1] + 1, self.dtype)
         t = torch.full(x0.shape[:2], float(self.cfg.context_noise), device=self.device)
         x = x0 if self.cfg.context_noise == 0 else self.schedule.renoise(x0, noise(x0.shape).to(x0.device), t)

@@ -14,14 +14,15 @@ import pytest
 import torch
 
 import generate_latent
-from pipeline.corpus_folder import SETTINGS_FILE, claim_corpus_folder
-from pipeline.generate_latent_config import (INFERENCE_ONLY_KEYS, GenerateLatentConfig, config_hash, hashed_settings,
+from corpus.folder import SETTINGS_FILE, claim_corpus_folder
+from corpus.config import (GenerateLatentConfig, config_hash, hashed_settings,
                                              load_generate_latent_config)
-from pipeline.inference_config import InferenceConfig
-from pipeline.latent_files import ExpectedVideo, LatentFiles, latents_problem, pt_problem
-from pipeline.latent_job import latent_jobs, sample_prompt_indices
-from pipeline.video_io import read_video
-from pipeline.video_job import sample_seed
+from inference_job.config import InferenceConfig
+from corpus.files import ExpectedVideo, LatentFiles, latents_problem, pt_problem
+from corpus.jobs import latent_jobs, sample_prompt_indices
+from utils.video_io import read_video
+from pipeline.generation_config import GenerationConfig
+from pipeline.sample import sample_seed
 from utils import latent_corpus as lc
 from utils.atomic import stale_temporaries
 from utils.config import ConfigError
@@ -109,16 +110,14 @@ def test_demo_config_is_tiny_random_and_cpu_sized():
     assert (cfg.latent_height, cfg.latent_width, cfg.num_output_frames) == (8, 8, 18)
 
 
-def test_inference_config_carries_every_shared_key():
+def test_corpus_and_inference_configs_share_every_generation_key_and_default():
     cfg = load_generate_latent_config(DEMO, ["seed=5", "model_kwargs.sink_size=2", "num_output_frames=6",
                                              "vae.decode_chunk_frames=2", "output_folder=/x"])
-    icfg = cfg.inference_config()
-    shared = {f.name for f in dataclasses.fields(InferenceConfig)} - set(INFERENCE_ONLY_KEYS)
-    assert shared <= {f.name for f in dataclasses.fields(GenerateLatentConfig)}
-    for key in shared:
-        assert getattr(icfg, key) == getattr(cfg, key), key
-    assert (icfg.seed, icfg.model_kwargs.sink_size, icfg.num_output_frames, icfg.output_folder) == (5, 2, 6, "/x")
-    assert (icfg.num_samples, icfg.save_latents) == (1, True)
+    assert isinstance(cfg, GenerationConfig) and issubclass(InferenceConfig, GenerationConfig)
+    assert (cfg.seed, cfg.model_kwargs.sink_size, cfg.num_output_frames, cfg.output_folder) == (5, 2, 6, "/x")
+    corpus, inference = GenerateLatentConfig(), InferenceConfig()
+    differing = {f.name for f in dataclasses.fields(GenerationConfig) if getattr(corpus, f.name) != getattr(inference, f.name)}
+    assert differing == {"num_output_frames"}  # 90 corpus frames per video, 120 for inference
 
 
 @pytest.mark.parametrize("override, message", [
@@ -179,11 +178,11 @@ def test_shards_of_any_world_size_partition_the_same_positions(world):
 def test_each_video_seed_is_the_inference_seed_of_its_prompt_line():
     prompts = [f"prompt {i}" for i in range(10)]
     jobs = latent_jobs(prompts, 0.3, 7)
-    assert [j.video.prompt_index for j in jobs] == sample_prompt_indices(10, 0.3, 7)
+    assert [j.prompt_index for j in jobs] == sample_prompt_indices(10, 0.3, 7)
     for job in jobs:
-        assert job.video.prompt == prompts[job.video.prompt_index]
-        assert job.video.seed == sample_seed(7, job.video.prompt_index, 0)
-    assert len({j.video.seed for j in jobs}) == len(jobs)
+        assert job.prompt == prompts[job.prompt_index]
+        assert job.seed == sample_seed(7, job.prompt_index, 0)
+    assert len({j.seed for j in jobs}) == len(jobs)
 
 
 def test_config_hash_ignores_run_only_keys_and_follows_value_keys():
@@ -285,12 +284,11 @@ def test_one_process_writes_the_corpus_the_ae_reader_expects(reference):
 
 def test_video_equals_a_rollout_of_its_prompt_with_its_seed(reference, tmp_path, one_thread):
     from pipeline.build import build_components
-    from pipeline.video_job import rollout
+    from pipeline.sample import sample_video
 
     cfg = load_generate_latent_config(DEMO, [f"num_output_frames={FRAMES}"])
     job = latent_jobs(cfg.prompts, cfg.sample_ratio, cfg.seed)[2]
-    icfg = cfg.inference_config()
-    result = rollout(job.video, icfg, icfg.rollout_config(), build_components(icfg, torch.device("cpu"), torch.float32), False)
+    result = sample_video(job.prompt, job.seed, cfg, build_components(cfg, torch.device("cpu"), torch.float32), False)
     assert torch.equal(result.latents[0], lc.read_frames(reference / "videos/latent_000002.safetensors", 0, FRAMES))
 
 

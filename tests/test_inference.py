@@ -11,7 +11,7 @@ import imageio.v2 as imageio
 import pytest
 import torch
 
-from pipeline.video_io import read_video
+from utils.video_io import read_video
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_FRAMES = 24  # 8 blocks: retrieval runs at blocks starting at frames 18 and 21

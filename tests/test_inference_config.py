@@ -2,10 +2,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.inference_config import InferenceConfig, load_inference_config, read_prompts
-from pipeline.rollout_config import RolloutConfig
+from inference_job.config import InferenceConfig, load_inference_config
+from pipeline.generation_config import read_prompts
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from utils.assets import MissingAssetError
 from utils.config import ConfigError
+from utils.seeding import may_use_random_weights
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BACKBONES = ("causal_forcing", "self_forcing", "longlive")
@@ -24,12 +26,12 @@ def test_config_folder_holds_exactly_the_grid_the_demos_and_corpus_generation():
 def test_real_config_validates_with_reference_settings(backbone, method):
     cfg = load_inference_config(CONFIGS / f"{backbone}_{method}.yaml")
     latentmem = method == "latentmem"
-    assert cfg.rollout_config() == RolloutConfig(
-        num_frame_per_block=3, denoising_step_list=[1000, 750, 500, 250], warp_denoising_step=True,
-        timestep_shift=5.0, context_noise=0, local_attn_size=12, sink_size=1, use_latentmem=latentmem,
-        memory_size=6, recent_exclude=5, compression_method="ae",
+    assert (cfg.num_frame_per_block, cfg.denoising_step_list, cfg.warp_denoising_step, cfg.context_noise) == (
+        3, [1000, 750, 500, 250], True, 0)
+    assert cfg.model_kwargs == ModelKwargs(
+        local_attn_size=12, timestep_shift=5.0, sink_size=1, use_latentmem=latentmem, memory_size=6, recent_exclude=5,
+        compression_method="ae", ae_ckpt="checkpoints/ae_latent_mem.pt" if latentmem else None,
     )
-    assert cfg.model_kwargs.ae_ckpt == ("checkpoints/ae_latent_mem.pt" if latentmem else None)
     assert (cfg.model_preset, cfg.num_output_frames, cfg.seed, cfg.num_samples) == ("wan2.1-t2v-1.3b", 120, 0, 1)
     assert (cfg.latent_height, cfg.latent_width) == (60, 104)
     assert cfg.data_path == "checkpoints/moviegenbench_128_refined.txt"
@@ -49,7 +51,7 @@ def test_real_config_validates_with_reference_settings(backbone, method):
 @pytest.mark.parametrize("method", METHODS)
 def test_demo_config_is_tiny_random_and_long_enough_to_retrieve(method):
     cfg = load_inference_config(CONFIGS / f"demo_{method}.yaml")
-    assert cfg.is_demo and cfg.generator_ckpt is None
+    assert may_use_random_weights(cfg.model_preset) and cfg.generator_ckpt is None
     assert cfg.text_encoder.weights is None and cfg.vae.checkpoint is None
     assert len(cfg.prompts) == 2 and cfg.data_path is None
     mk = cfg.model_kwargs
@@ -63,7 +65,7 @@ def test_demo_config_is_tiny_random_and_long_enough_to_retrieve(method):
 def test_overrides_reach_nested_keys_and_convert_types():
     cfg = load_inference_config(DEMO, ["model_kwargs.memory_size=4", "num_output_frames=45", "seed=7",
                                        "denoising_step_list=[1000,500]", "output_folder=/tmp/x"])
-    assert cfg.model_kwargs.memory_size == 4 and cfg.rollout_config().memory_size == 4
+    assert cfg.model_kwargs.memory_size == 4 and isinstance(cfg, RolloutConfig)
     assert (cfg.num_output_frames, cfg.seed, cfg.denoising_step_list, cfg.output_folder) == (45, 7, [1000, 500], "/tmp/x")
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES
+from wan.geometry import LatentGeometry
 from wan.kv_cache import FrameKVCache
 from wan.model_config import model_preset
 
@@ -104,7 +105,7 @@ def test_sink_must_leave_room_in_the_window(sink_size):
 
 def test_nbytes_counts_keys_and_values_full_size_on_meta():
     cfg = model_preset("wan2.1-t2v-1.3b")
-    tokens = cfg.tokens_per_frame(60, 104)
+    tokens = LatentGeometry.of(cfg, 60, 104).tokens_per_frame
     cache = FrameKVCache(cfg.num_layers, 1, WINDOW, 1, tokens, cfg.num_heads, cfg.head_dim, "meta", torch.bfloat16)
     assert cache.nbytes() == 2 * 30 * 1 * 12 * 1560 * 12 * 128 * 2 == 3_450_470_400
     assert tiny_cache(1).nbytes() == 2 * LAYERS * WINDOW * HEAD_DIM * 4

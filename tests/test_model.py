@@ -11,6 +11,7 @@ from pipeline.scheduler import FlowMatchSchedule
 from wan.block_attention import BlockAttention
 from wan.checkpoint import load_backbone_checkpoint
 from wan.context_layout import block_layout
+from wan.geometry import LatentGeometry
 from wan.kv_cache import FrameKVCache
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig, model_preset
@@ -22,7 +23,7 @@ BACKBONE_SOURCES = ["model.py", "rope.py", "kv_cache.py", "context_layout.py", "
 def block_attention(model: CausalWanModel, batch: int, first_frame: int, num_frames: int, latent_hw: tuple[int, int]) -> BlockAttention:
     """Context of one native block (window 12, sink 1) on a fresh, empty cache."""
     cfg = model.cfg
-    grid = model.patch_grid(*latent_hw)
+    grid = LatentGeometry.of(cfg, *latent_hw).grid_hw
     cache = FrameKVCache(cfg.num_layers, batch, 12, 1, grid[0] * grid[1], cfg.num_heads, cfg.head_dim, "cpu", torch.float32)
     layout = block_layout(first_frame, num_frames, window=12, sink_size=1, memory_size=0, num_retrieved=0, window_positions=False)
     return BlockAttention(cache, layout, Rope3D(cfg.head_dim, cfg.rope_max_positions), grid)
@@ -44,14 +45,14 @@ def test_full_size_preset_equals_manifest_config():
     manifest = json.loads((FIXTURES / "manifest_causal_dit_1.3b.json").read_text())
     cfg = model_preset("wan2.1-t2v-1.3b")
     assert WanModelConfig.from_dict(manifest["config"]) == cfg
-    assert cfg.head_dim == 128 and cfg.tokens_per_frame(60, 104) == 1560
+    assert cfg.head_dim == 128 and LatentGeometry.of(cfg, 60, 104).tokens_per_frame == 1560
 
 
 def test_demo_preset_equals_fixture_generator_config():
     trace = load_fixture("gen_native_sink1.pt")
     cfg = model_preset("demo")
     assert WanModelConfig.from_dict(trace["config"]["model"]) == cfg
-    assert cfg.tokens_per_frame(8, 8) == trace["config"]["tokens_per_frame"] == 16
+    assert LatentGeometry.of(cfg, 8, 8).tokens_per_frame == trace["config"]["tokens_per_frame"] == 16
 
 
 @pytest.mark.parametrize("latent_hw", [(8, 8), (6, 10)])

@@ -6,8 +6,8 @@ import torch
 from conftest import FIXTURES, load_fixture
 from pipeline.descriptors import AvgPoolDescriptor
 from pipeline.replay import main
-from pipeline.rollout import CausalRollout
-from pipeline.rollout_config import RolloutConfig
+from pipeline.rollout import CausalRollout, gaussian_noise
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig
 
@@ -34,7 +34,7 @@ def record_trace(model_cfg: dict, rcfg: RolloutConfig, latent_shape, num_frames:
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(1, num_frames, *latent_shape, generator=g)
     prompt = torch.randn(1, 5, model_cfg["text_dim"], generator=g)
-    nf, steps = rcfg.num_frame_per_block, len(rcfg.denoising_step_list)
+    nf, steps, mk = rcfg.num_frame_per_block, len(rcfg.denoising_step_list), rcfg.model_kwargs
     rollout = CausalRollout(model, rcfg, prompt, latent_shape, num_frames, AvgPoolDescriptor())
     calls, inputs, timesteps, x0s, renoise, recache = [], [], [], [], [], []
     for b, first in enumerate(range(0, num_frames, nf)):
@@ -53,15 +53,15 @@ def record_trace(model_cfg: dict, rcfg: RolloutConfig, latent_shape, num_frames:
                 block_eps.append(eps)
                 x = rollout.schedule.renoise(x0, eps, torch.full_like(ts, float(rollout.step_timesteps[i + 1])))
         calls.append({"block": b, "role": "recache", "step": -1, "current_start_frame": first, "memory_indices": indices})
-        recache.append(rollout.finish_block(attn, x0, noise=None))
+        recache.append(rollout.finish_block(attn, x0, gaussian_noise(g)))
         inputs.append(torch.stack(block_in)), timesteps.append(torch.stack(block_t)), x0s.append(torch.stack(block_x0)), renoise.append(torch.stack(block_eps))
     step_x0 = torch.stack(x0s)
     trace = {
         "config": {
-            "model": model_cfg, "num_frame_per_block": nf, "local_attn_size": rcfg.local_attn_size, "sink_size": rcfg.sink_size,
-            "memory_size": rcfg.memory_size, "recent_exclude": rcfg.recent_exclude, "compression_method": rcfg.compression_method,
-            "use_latentmem": rcfg.use_latentmem, "denoising_step_list": rcfg.denoising_step_list, "warp_denoising_step": True,
-            "timestep_shift": rcfg.timestep_shift, "context_noise": 0, "lora": None, "files": {"generator": "gen.pt"},
+            "model": model_cfg, "num_frame_per_block": nf, "local_attn_size": mk.local_attn_size, "sink_size": mk.sink_size,
+            "memory_size": mk.memory_size, "recent_exclude": mk.recent_exclude, "compression_method": mk.compression_method,
+            "use_latentmem": mk.use_latentmem, "denoising_step_list": rcfg.denoising_step_list, "warp_denoising_step": True,
+            "timestep_shift": mk.timestep_shift, "context_noise": 0, "lora": None, "files": {"generator": "gen.pt"},
         },
         "prompt_embeds": prompt, "noise": noise, "calls": calls,
         "step_input": torch.stack(inputs), "step_timestep": torch.stack(timesteps), "step_x0": step_x0,
@@ -78,8 +78,9 @@ def record_trace(model_cfg: dict, rcfg: RolloutConfig, latent_shape, num_frames:
 def test_replay_handles_other_configurations(tmp_path, capsys):
     model_cfg = {"patch_size": [1, 2, 2], "text_len": 8, "in_dim": 16, "dim": 48, "ffn_dim": 96, "freq_dim": 16,
                  "text_dim": 24, "out_dim": 16, "num_heads": 3, "num_layers": 3, "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6}
-    rcfg = RolloutConfig(num_frame_per_block=2, denoising_step_list=[1000, 600, 300], local_attn_size=10, sink_size=2,
-                         use_latentmem=True, memory_size=3, recent_exclude=2, compression_method="avg_pool")
+    rcfg = RolloutConfig(num_frame_per_block=2, denoising_step_list=[1000, 600, 300],
+                         model_kwargs=ModelKwargs(local_attn_size=10, sink_size=2, use_latentmem=True, memory_size=3,
+                                                  recent_exclude=2, compression_method="avg_pool"))
     trace, model = record_trace(model_cfg, rcfg, (16, 6, 10), num_frames=24, seed=3)
     assert any(e["selected_pool_indices"] for e in trace["memory_indices_log"])
     torch.save({"generator": {"model." + k: v for k, v in model.state_dict().items()}}, tmp_path / "gen.pt")

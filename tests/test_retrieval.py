@@ -15,7 +15,7 @@ def test_recency_guard_skips_latest_entries():
     pool = torch.tensor([[[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [1.0, 0.01], [1.0, 0.0]]])
     sel = select_top_k(torch.tensor([[1.0, 0.0]]), pool, recent_exclude=2, k=2)
     assert sel.pool_indices.tolist() == [[0, 1]]
-    assert sel.all_similarities.shape == (1, 3)
+    assert torch.allclose(sel.similarities, torch.tensor([[1.0, 0.8]]), atol=1e-6)
 
 
 def test_k_larger_than_eligible_pool_returns_all_eligible_sorted():

@@ -1,6 +1,6 @@
 import imageio.v2 as imageio
 
-from pipeline.retrieval_plot import plot_retrieval, retrieval_points
+from inference_job.retrieval_plot import plot_retrieval, retrieval_points
 
 LOG = [
     {"query_frame": 17, "selected_frames": [[1]], "similarities": [[0.9]]},

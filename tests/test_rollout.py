@@ -6,7 +6,7 @@ from conftest import FIXTURES, load_fixture
 from pipeline.descriptors import AvgPoolDescriptor
 from pipeline.replay import build_descriptor, build_model, recorded_noise, rollout_config
 from pipeline.rollout import generate
-from pipeline.rollout_config import RolloutConfig
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from wan.checkpoint import load_backbone_checkpoint
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig
@@ -15,8 +15,9 @@ from wan.model_config import WanModelConfig
 def run_fixture(name):
     trace = load_fixture(name)
     cfg = trace["config"]
-    model = build_model(cfg, FIXTURES)
-    result = generate(model, rollout_config(cfg), trace["noise"], trace["prompt_embeds"], recorded_noise(trace), build_descriptor(cfg, FIXTURES))
+    rcfg, model = rollout_config(cfg, FIXTURES), build_model(cfg, FIXTURES)
+    descriptor = build_descriptor(rcfg, model, tuple(trace["noise"].shape[2:]))
+    result = generate(model, rcfg, trace["noise"], trace["prompt_embeds"], recorded_noise(trace), descriptor)
     return trace, result
 
 
@@ -46,8 +47,8 @@ def test_latentmem_rollout_reproduces_reference(name):
 
 def test_disabling_retrieval_changes_latentmem_outputs():
     trace = load_fixture("gen_latentmem_avgpool.pt")
-    cfg = rollout_config(trace["config"])
-    cfg.memory_size, cfg.recent_exclude = 6, 10**6  # nothing is ever eligible
+    cfg = rollout_config(trace["config"], FIXTURES)
+    cfg.model_kwargs.memory_size, cfg.model_kwargs.recent_exclude = 6, 10**6  # nothing is ever eligible
     model = build_model(trace["config"], FIXTURES)
     result = generate(model, cfg, trace["noise"], trace["prompt_embeds"], recorded_noise(trace), AvgPoolDescriptor())
     assert result.retrieval_log == []
@@ -69,7 +70,7 @@ def per_sample_noise(seeds, shape_tail):
 def test_batch_of_two_matches_single_runs_with_different_selections():
     model = CausalWanModel(WanModelConfig.from_dict(load_fixture("gen_latentmem_avgpool.pt")["config"]["model"])).eval()
     load_backbone_checkpoint(model, FIXTURES / "gen_generator.pt")
-    cfg = RolloutConfig(use_latentmem=True, compression_method="avg_pool")
+    cfg = RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, compression_method="avg_pool"))
     noise = torch.randn(2, 36, 16, 8, 8, generator=torch.Generator().manual_seed(1))
     prompts = torch.randn(2, 10, 32, generator=torch.Generator().manual_seed(2))
     batched = generate(model, cfg, noise, prompts, per_sample_noise([10, 11], None), AvgPoolDescriptor())
@@ -81,12 +82,12 @@ def test_batch_of_two_matches_single_runs_with_different_selections():
     assert any(a != b for a, b in selections), "the two samples should retrieve different frames"
     for entry in batched.retrieval_log:
         for row in entry["selected_pool_indices"]:
-            assert len(row) <= cfg.memory_size and max(row) < entry["num_banked"] - cfg.recent_exclude
+            assert len(row) <= cfg.model_kwargs.memory_size and max(row) < entry["num_banked"] - cfg.model_kwargs.recent_exclude
 
 
 def test_random_retrieval_respects_guard_and_seed():
     model = CausalWanModel(WanModelConfig.from_dict(load_fixture("gen_latentmem_avgpool.pt")["config"]["model"])).eval()
-    cfg = RolloutConfig(use_latentmem=True, compression_method="random")
+    cfg = RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, compression_method="random"))
     noise = torch.randn(1, 30, 16, 8, 8, generator=torch.Generator().manual_seed(3))
     prompts = torch.randn(1, 10, 32)
     from pipeline.descriptors import NoDescriptor
@@ -106,7 +107,7 @@ def fixture_model():
 
 
 def bank_rollout(model, frames=30, **bank_settings):
-    cfg = RolloutConfig(use_latentmem=True, compression_method="avg_pool", **bank_settings)
+    cfg = RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, compression_method="avg_pool", **bank_settings))
     noise = torch.randn(1, frames, 16, 8, 8, generator=torch.Generator().manual_seed(4))
     prompts = torch.randn(1, 10, 32, generator=torch.Generator().manual_seed(5))
     return generate(model, cfg, noise, prompts, per_sample_noise([6], None), AvgPoolDescriptor())

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.video_io import FPS, read_video, to_uint8_frames, write_video
+from utils.video_io import FPS, read_video, to_uint8_frames, write_video
 
 
 def test_uint8_conversion_maps_range_and_clamps():

@@ -41,6 +41,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from utils.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
+from utils.dtypes import dtype_name
 
 FORMAT_NAME = "longlive-rag-latent-corpus"
 FORMAT_VERSION = 1
@@ -57,26 +58,43 @@ class CorpusError(ValueError):
     """A corpus file or request is invalid; the message names the file and the problem."""
 
 
-def video_path(corpus_dir: str | os.PathLike, video_id: str) -> Path:
+def _video_file(video_id: str) -> str:
+    """A video's file relative to the corpus folder."""
     if not _VIDEO_ID.match(video_id):
         raise CorpusError(f"video id '{video_id}' must match {_VIDEO_ID.pattern} (it becomes a file name)")
-    return Path(corpus_dir) / VIDEOS_DIR / f"{video_id}.safetensors"
+    return f"{VIDEOS_DIR}/{video_id}.safetensors"
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+def video_path(corpus_dir: str | os.PathLike, video_id: str) -> Path:
+    return Path(corpus_dir) / _video_file(video_id)
+
+
+def encode_metadata(metadata: Mapping[str, object]) -> dict[str, str]:
+    """The caller's metadata as safetensors header strings: strings as they are, everything else JSON."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+
+
+def index_record(video_id: str, num_frames: int, frame_shape: list[int], dtype: str, metadata: Mapping[str, str]) -> dict:
+    """The index record of a video (what `index_entry` reads back from its file)."""
+    return {
+        "file": _video_file(video_id),
+        "num_frames": num_frames,
+        "frame_shape": list(frame_shape),
+        "dtype": dtype,
+        "metadata": dict(metadata),
+    }
 
 
 def _header_metadata(latents: torch.Tensor, metadata: Mapping[str, object]) -> dict[str, str]:
     clash = sorted(set(metadata) & set(RESERVED_METADATA))
     if clash:
         raise CorpusError(f"metadata keys {clash} are set by write_video from the tensor; remove them")
-    header = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    header = encode_metadata(metadata)
     header.update(
         format_version=str(FORMAT_VERSION),
         num_frames=str(latents.shape[0]),
         frame_shape=json.dumps(list(latents.shape[1:])),
-        dtype=_dtype_name(latents.dtype),
+        dtype=dtype_name(latents.dtype),
     )
     return header
 
@@ -147,7 +165,7 @@ def verify_video(path: str | os.PathLike) -> bool:
             if int(meta.get("num_frames", -1)) != shape[0] or json.loads(meta.get("frame_shape", "null")) != shape[1:]:
                 return False
             first_last = torch.cat([frames[0:1], frames[shape[0] - 1 : shape[0]]])
-            return _dtype_name(first_last.dtype) == meta.get("dtype")
+            return dtype_name(first_last.dtype) == meta.get("dtype")
     except (SafetensorError, OSError, ValueError):
         return False
 
@@ -157,13 +175,7 @@ def index_entry(path: str | os.PathLike) -> dict:
     path = Path(path)
     meta = read_metadata(path)
     own = {k: v for k, v in meta.items() if k not in RESERVED_METADATA}
-    return {
-        "file": f"{VIDEOS_DIR}/{path.name}",
-        "num_frames": int(meta["num_frames"]),
-        "frame_shape": json.loads(meta["frame_shape"]),
-        "dtype": meta["dtype"],
-        "metadata": own,
-    }
+    return index_record(path.stem, int(meta["num_frames"]), json.loads(meta["frame_shape"]), meta["dtype"], own)
 
 
 def read_index(corpus_dir: str | os.PathLike) -> dict[str, dict]:

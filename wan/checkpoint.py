@@ -57,18 +57,18 @@ def describe_mismatch(path, expected: dict[str, torch.Size], found: dict[str, to
     return "\n".join(lines)
 
 
-def load_state_dict_checked(module: nn.Module, state: dict[str, torch.Tensor], path, strict: bool = True) -> None:
+def load_state_dict_checked(module: nn.Module, state: dict[str, torch.Tensor], path) -> None:
+    """Strict load: every parameter and buffer of `module` comes from `state`, nothing else is in it."""
     expected = {k: v.shape for k, v in module.state_dict().items()}
     report = describe_mismatch(path, expected, state)
-    if report and strict:
-        raise CheckpointMismatchError(report + "\nPass strict=False only if you know the checkpoint is partial.")
-    usable = {k: v for k, v in state.items() if k in expected and tuple(v.shape) == tuple(expected[k])}
-    module.load_state_dict(usable, strict=False, assign=False)
+    if report:
+        raise CheckpointMismatchError(report)
+    module.load_state_dict(state, strict=True, assign=False)
 
 
-def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike, use_ema: bool = False, strict: bool = True) -> None:
+def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike, use_ema: bool = False) -> None:
     """Load a backbone checkpoint file into `model` (weights are cast to the model's dtype)."""
     require_path(path, "backbone checkpoint", RAG_DOWNLOAD)
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     state = normalize_backbone_keys(select_state_dict(ckpt, path, use_ema))
-    load_state_dict_checked(model, state, path, strict)
+    load_state_dict_checked(model, state, path)

@@ -152,10 +152,6 @@ class CausalWanModel(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
 
-    def patch_grid(self, latent_h: int, latent_w: int) -> tuple[int, int]:
-        _, ph, pw = self.cfg.patch_size
-        return latent_h // ph, latent_w // pw
-
     def encode_text(self, prompt_embeds: torch.Tensor) -> TextContext:
         """prompt_embeds: [B, L <= text_len, text_dim] -> cross-attention K/V of every layer."""
         b, length, _ = prompt_embeds.shape

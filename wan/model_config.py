@@ -4,7 +4,7 @@ Every shape constant of the backbone (width, depth, heads, text length) lives he
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,6 @@ class WanModelConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
-
-    def tokens_per_frame(self, latent_h: int, latent_w: int) -> int:
-        _, ph, pw = self.patch_size
-        return (latent_h // ph) * (latent_w // pw)
 
     @classmethod
     def from_dict(cls, d: dict) -> "WanModelConfig":

@@ -18,6 +18,7 @@ import torch
 from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
 from utils.assets import WAN_DOWNLOAD, MissingAssetError, require_path
+from utils.seeding import DEMO_SEED, may_use_random_weights, seeded
 from wan.t5_conversion import TIED_ALIASES, convert_wan_t5_state_dict
 from wan.text_encoder_config import BYTE_TOKENIZER_VOCAB, TextEncoderPreset, default_tokenizer_dir, text_encoder_preset
 
@@ -156,8 +157,7 @@ def load_umt5_encoder(weights: str | Path, config: UMT5Config, device: torch.dev
 def random_umt5_encoder(config: UMT5Config, seed: int, device: torch.device | str,
                         dtype: torch.dtype) -> UMT5EncoderModel:
     """transformers' default initialisation under a fixed seed; the global RNG is left untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = UMT5EncoderModel(config)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
@@ -191,11 +191,11 @@ class WanTextEncoder:
         spec = text_encoder_preset(preset)
         config = umt5_config(spec)
         if weights is None:
-            if spec.demo_seed is None:
+            if not may_use_random_weights(preset):
                 raise MissingAssetError(
                     f"text encoder preset '{preset}' needs a weights path (Wan's "
                     f"models_t5_umt5-xxl-enc-bf16.pth); none was given. Download it with:\n    {WAN_DOWNLOAD}")
-            model = random_umt5_encoder(config, spec.demo_seed, device, dtype)
+            model = random_umt5_encoder(config, DEMO_SEED, device, dtype)
         else:
             model = load_umt5_encoder(weights, config, device, dtype)
         if tokenizer is None and weights is None:

@@ -24,8 +24,6 @@ class TextEncoderPreset:
     num_buckets: int = 32
     max_distance: int = 128
     eps: float = 1e-6
-    # Presets with a seed may run without a weights file (random weights, built-in byte tokenizer).
-    demo_seed: int | None = None
 
 
 TEXT_ENCODER_PRESETS: dict[str, TextEncoderPreset] = {
@@ -33,7 +31,7 @@ TEXT_ENCODER_PRESETS: dict[str, TextEncoderPreset] = {
                                   num_layers=24, num_heads=64),
     # RANDOM weights, byte tokenizer: matches the `demo` DiT preset's text_dim 32.
     "demo": TextEncoderPreset(vocab_size=BYTE_TOKENIZER_VOCAB, d_model=32, d_kv=8, d_ff=64,
-                              num_layers=2, num_heads=4, demo_seed=0),
+                              num_layers=2, num_heads=4),
 }
 
 

@@ -20,6 +20,7 @@ from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
 from utils.assets import WAN_DOWNLOAD, require_path
+from utils.seeding import DEMO_SEED, may_use_random_weights, seeded
 from wan.checkpoint import load_state_dict_checked
 
 # Wan 2.1's per-channel latent statistics (16 channels).
@@ -27,7 +28,6 @@ WAN21_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.151
                       0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
 WAN21_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
                      3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
-DEMO_SEED = 0  # random-weight demo VAE
 
 
 @dataclass(frozen=True)
@@ -81,24 +81,23 @@ class WanVAE(torch.nn.Module):
 
     @classmethod
     def from_preset(cls, preset: str, checkpoint: str | os.PathLike | None, device: torch.device | str = "cpu",
-                    dtype: torch.dtype = torch.float32, strict: bool = True) -> "WanVAE":
+                    dtype: torch.dtype = torch.float32) -> "WanVAE":
         """The preset's VAE with weights from `checkpoint`; random weights only for `demo` without one."""
         cfg = vae_preset(preset)
-        if checkpoint is None and preset != "demo":
+        if checkpoint is None and not may_use_random_weights(preset):
             raise ValueError(f"VAE preset '{preset}' needs a checkpoint (vae.checkpoint); "
                              f"download it with:\n    {WAN_DOWNLOAD}")
-        return cls.from_config(cfg, checkpoint, device, dtype, strict)
+        return cls.from_config(cfg, checkpoint, device, dtype)
 
     @classmethod
     def from_config(cls, cfg: WanVAEConfig, checkpoint: str | os.PathLike | None, device: torch.device | str = "cpu",
-                    dtype: torch.dtype = torch.float32, strict: bool = True) -> "WanVAE":
+                    dtype: torch.dtype = torch.float32) -> "WanVAE":
         """A VAE of any size: weights from `checkpoint`, or random weights from DEMO_SEED without one."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(DEMO_SEED)
+        with seeded(DEMO_SEED):
             vae = cls(cfg)
         if checkpoint is not None:
             state = read_vae_state_dict(checkpoint, vae.model)
-            load_state_dict_checked(vae.model, state, checkpoint, strict)
+            load_state_dict_checked(vae.model, state, checkpoint)
         return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
     def _normalize(self, mu: torch.Tensor) -> torch.Tensor:

@@ -60,13 +60,7 @@ class ExpectedVideo:
 
     def index_entry(self, files: LatentFiles) -> dict:
         """The index record of a matching file (as utils.latent_corpus.index_entry reads it)."""
-        return {
-            "file": files.latents.relative_to(files.folder).as_posix(),
-            "num_frames": self.num_frames,
-            "frame_shape": self.frame_shape,
-            "dtype": self.dtype,
-            "metadata": self.metadata,
-        }
+        return latent_corpus.index_record(files.video_id, self.num_frames, self.frame_shape, self.dtype, self.metadata)
 
 
 def latents_problem(files: LatentFiles, expected: ExpectedVideo) -> str | None:

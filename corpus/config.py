@@ -1,70 +1,40 @@
 """The latent-corpus generation config (configs/generate_latent*.yaml), typed and validated here.
 
-The backbone, sampling and prompt keys are the inference config's (same names, same
-sub-dataclasses, validated by `InferenceConfig.validate`); the keys of corpus generation are
-added on top (`sample_ratio` and `max_video_saves` as in the reference YAML). `inference_config()`
-is the one conversion to the InferenceConfig that pipeline/build.py and the block loop take.
+The backbone, sampling and prompt keys are pipeline/generation_config.py's (same names, same
+sub-dataclasses, same validation); the keys of corpus generation are added on top
+(`sample_ratio` and `max_video_saves` as in the reference YAML).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
-from pipeline.inference_config import AdapterConfig, InferenceConfig, ModelKwargs, TextEncoderConfig, VAEConfig
-from pipeline.rollout_config import DTYPES
+from pipeline.generation_config import GenerationConfig
 from utils.config import ConfigError, config_to_dict, load_config
+from utils.dtypes import DTYPES
 
-# InferenceConfig keys that corpus generation has no use for (one video per prompt, latents always saved).
-INFERENCE_ONLY_KEYS = ("num_samples", "save_latents")
 # Keys that do not change any latent value; left out of the config hash so a resumed run may change them.
 RUN_ONLY_KEYS = ("output_folder", "skip_existing", "max_video_saves", "save_pt", "device", "vae")
 
 
 @dataclass
-class GenerateLatentConfig:
-    # backbone (keys and meaning as in configs/<backbone>_<method>.yaml)
-    model_preset: str = "wan2.1-t2v-1.3b"
-    generator_ckpt: str | None = None
-    use_ema: bool = False
-    lora_ckpt: str | None = None
-    adapter: AdapterConfig | None = None
-    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    vae: VAEConfig = field(default_factory=VAEConfig)  # decodes the verification videos only
-    # sampling
-    denoising_step_list: list[int] = field(default_factory=lambda: [1000, 750, 500, 250])
-    warp_denoising_step: bool = True
-    num_frame_per_block: int = 3
-    context_noise: int = 0
-    model_kwargs: ModelKwargs = field(default_factory=ModelKwargs)
-    latent_height: int = 60
-    latent_width: int = 104
+class GenerateLatentConfig(GenerationConfig):
     num_output_frames: int = 90  # latent frames per corpus video
-    # prompts: the sample is sorted(random.Random(seed).sample(range(N), max(1, int(N * sample_ratio))))
-    data_path: str | None = None
-    prompts: list[str] | None = None
+    # prompts: the sample is sorted(random.Random(seed).sample(range(N), max(1, int(N * sample_ratio)))); `seed`
+    # also derives each video's noise seed from (seed, prompt line)
     sample_ratio: float = 0.1
-    seed: int = 0  # prompt sample; each video's noise seed is derived from (seed, prompt line)
-    # corpus
+    # corpus (the VAE decodes the verification videos only)
     output_folder: str = "latents/corpus"
     latent_dtype: str = "bfloat16"  # dtype of the stored latents
     save_pt: bool = False  # also write the reference layout pt/latent_XXXXXX.pt ([T, C, H, W] float32)
     max_video_saves: int = 2  # the first videos (by corpus position) also decoded to verification_videos/*.mp4
     skip_existing: bool = True  # keep complete videos of an earlier run (false: regenerate all)
-    device: str = "auto"
-    dtype: str = "auto"
-
-    def inference_config(self) -> InferenceConfig:
-        """The shared keys as an InferenceConfig (what build_components and the block loop read)."""
-        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(InferenceConfig)
-                  if f.name not in INFERENCE_ONLY_KEYS}
-        return InferenceConfig(**shared, num_samples=1, save_latents=True)
 
     def validate(self) -> None:
-        self.inference_config().validate()
+        super().validate()
         if not 0.0 < self.sample_ratio <= 1.0:
             raise ConfigError(f"sample_ratio must be in (0, 1] (fraction of the prompts to generate), got {self.sample_ratio}")
         if self.max_video_saves < 0:

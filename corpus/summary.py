@@ -5,10 +5,11 @@ import json
 import statistics
 from pathlib import Path
 
-from pipeline.generate_latent_config import GenerateLatentConfig
-from pipeline.run_summary import package_versions, random_weight_label
+from corpus.config import GenerateLatentConfig
+from pipeline.build import random_weight_label
 from utils.atomic import atomic_write_text
 from utils.config import config_to_dict
+from utils.versions import package_versions
 
 SUMMARY_NAME = "summary.json"
 GB = 1e9

@@ -1,34 +1,24 @@
-"""One video per (prompt, sample): seeds, output files, resume check, generation and writing.
+"""One video per (prompt, sample): output files, resume check, generation and writing.
 
-Each video's noise comes from its own generator seeded from (seed, prompt index, sample), so a
-video does not depend on how prompts are split across processes or which videos were skipped.
 Its record JSON is written last: a video counts as finished only when every one of its files
 exists.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
+from inference_job.config import InferenceConfig
+from inference_job.retrieval_plot import plot_retrieval
 from pipeline.build import InferenceComponents
-from pipeline.inference_config import InferenceConfig
-from pipeline.retrieval_plot import plot_retrieval
-from pipeline.rollout import RolloutResult, generate
-from pipeline.rollout_config import RolloutConfig
-from pipeline.video_io import write_video
+from pipeline.rollout import RolloutResult
+from pipeline.sample import sample_seed, sample_video
 from utils.atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries
-
-
-def sample_seed(seed: int, prompt_index: int, sample: int) -> int:
-    """A 63-bit seed that depends only on (seed, prompt index, sample)."""
-    digest = hashlib.sha256(f"{seed}/{prompt_index}/{sample}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+from utils.video_io import write_video
 
 
 @dataclass(frozen=True)
@@ -92,26 +82,6 @@ def video_files(cfg: InferenceConfig, job: VideoJob) -> VideoFiles:
     return VideoFiles(Path(cfg.output_folder), job.stem, cfg.save_latents, cfg.model_kwargs.use_latentmem)
 
 
-def num_video_frames(num_latent_frames: int) -> int:
-    """Wan's VAE decodes F latent frames to 1 + 4 (F - 1) video frames."""
-    return 1 + 4 * (num_latent_frames - 1)
-
-
-def initial_noise(job: VideoJob, cfg: InferenceConfig, channels: int) -> tuple[torch.Tensor, torch.Generator]:
-    """noise: [1, F, C, H, W] on the CPU (identical on every device) and the generator that continues
-    with the re-noising draws."""
-    gen = torch.Generator().manual_seed(job.seed)
-    shape = (1, cfg.num_output_frames, channels, cfg.latent_height, cfg.latent_width)
-    return torch.randn(shape, generator=gen), gen
-
-
-def rollout(job: VideoJob, cfg: InferenceConfig, rcfg: RolloutConfig, parts: InferenceComponents, progress: bool) -> RolloutResult:
-    noise, gen = initial_noise(job, cfg, parts.generator.cfg.in_dim)
-    prompt_embeds = parts.text_encoder.encode([job.prompt])  # [1, text_len, text_dim]
-    return generate(parts.generator, rcfg, noise, prompt_embeds, lambda shape: torch.randn(shape, generator=gen),
-                    parts.descriptor, memory_seed=job.seed, progress=progress)
-
-
 def write_retrieval(job: VideoJob, files: VideoFiles, cfg: InferenceConfig, result: RolloutResult) -> None:
     mk = cfg.model_kwargs
     log = {
@@ -126,12 +96,12 @@ def write_retrieval(job: VideoJob, files: VideoFiles, cfg: InferenceConfig, resu
     plot_retrieval(result.retrieval_log, cfg.num_output_frames, files.retrieval_plot, title)
 
 
-def run_job(job: VideoJob, cfg: InferenceConfig, rcfg: RolloutConfig, parts: InferenceComponents, progress: bool) -> dict:
+def run_job(job: VideoJob, cfg: InferenceConfig, parts: InferenceComponents, progress: bool) -> dict:
     """Generate and write one video's files; returns its record (also written as `<stem>.json`)."""
     files = video_files(cfg, job)
     for path in files.all():  # leftovers of a killed earlier attempt at this video
         remove_stale_temporaries(path)
-    result = rollout(job, cfg, rcfg, parts, progress)
+    result = sample_video(job.prompt, job.seed, cfg, parts, progress)
     if progress and result.bank_choice:
         tqdm.write(result.bank_choice)
     start = time.perf_counter()
@@ -164,7 +134,6 @@ def run_jobs(jobs: list[VideoJob], cfg: InferenceConfig, parts_factory, progress
     `parts_factory()` builds the components on first need, so a fully finished run loads nothing.
     Each returned record has `status` 'generated' or 'skipped'.
     """
-    rcfg = cfg.rollout_config()
     parts, records = None, []
     for job in tqdm(jobs, desc="videos", disable=not progress):
         files = video_files(cfg, job)
@@ -173,5 +142,5 @@ def run_jobs(jobs: list[VideoJob], cfg: InferenceConfig, parts_factory, progress
             continue
         if parts is None:
             parts = parts_factory()
-        records.append({**run_job(job, cfg, rcfg, parts, progress), "status": "generated"})
+        records.append({**run_job(job, cfg, parts, progress), "status": "generated"})
     return records

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pipeline.video_job import VideoJob, sample_seed
+from pipeline.sample import sample_seed
 
 
 def sample_prompt_indices(num_prompts: int, sample_ratio: float, seed: int) -> list[int]:
@@ -26,7 +26,9 @@ def sample_prompt_indices(num_prompts: int, sample_ratio: float, seed: int) -> l
 @dataclass(frozen=True)
 class LatentJob:
     position: int  # place in the sorted sample; names the video and picks its rank
-    video: VideoJob  # prompt line, prompt and noise seed
+    prompt_index: int  # line of the prompt in the prompt list
+    prompt: str
+    seed: int  # noise seed
 
     @property
     def video_id(self) -> str:
@@ -36,4 +38,4 @@ class LatentJob:
 def latent_jobs(prompts: list[str], sample_ratio: float, seed: int) -> list[LatentJob]:
     """Every video of the corpus, in position order."""
     indices = sample_prompt_indices(len(prompts), sample_ratio, seed)
-    return [LatentJob(pos, VideoJob(i, 0, prompts[i], sample_seed(seed, i, 0))) for pos, i in enumerate(indices)]
+    return [LatentJob(pos, i, prompts[i], sample_seed(seed, i, 0)) for pos, i in enumerate(indices)]

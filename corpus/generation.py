@@ -6,7 +6,6 @@ not list (a writer died between the rename and the index update) is re-listed, n
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +14,15 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from corpus.config import GenerateLatentConfig
+from corpus.files import ExpectedVideo, LatentFiles, latents_problem, pt_problem
+from corpus.jobs import LatentJob
 from pipeline.build import InferenceComponents
-from pipeline.generate_latent_config import GenerateLatentConfig
-from pipeline.latent_files import ExpectedVideo, LatentFiles, latents_problem, pt_problem
-from pipeline.latent_job import LatentJob
-from pipeline.video_io import write_video
-from pipeline.video_job import rollout
+from pipeline.sample import sample_video
 from utils import latent_corpus
 from utils.atomic import atomic_torch_save
+from utils.dtypes import torch_dtype
+from utils.video_io import write_video
 
 
 @dataclass
@@ -53,20 +53,16 @@ class CorpusRun:
         backbone = {"model_preset": cfg.model_preset, "generator_ckpt": cfg.generator_ckpt, "use_ema": cfg.use_ema,
                     "lora_ckpt": cfg.lora_ckpt}
         metadata = {
-            "prompt": job.video.prompt, "prompt_index": job.video.prompt_index, "position": job.position,
-            "seed": job.video.seed, "backbone": backbone, "config_hash": self.config_hash,
+            "prompt": job.prompt, "prompt_index": job.prompt_index, "position": job.position,
+            "seed": job.seed, "backbone": backbone, "config_hash": self.config_hash,
         }
-        # safetensors headers hold strings; utils.latent_corpus JSON-encodes the rest the same way
-        header = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-        return ExpectedVideo(header, cfg.num_output_frames, self.frame_shape, cfg.latent_dtype)
+        return ExpectedVideo(latent_corpus.encode_metadata(metadata), cfg.num_output_frames, self.frame_shape, cfg.latent_dtype)
 
 
 def generate_latents(run: CorpusRun, job: LatentJob) -> torch.Tensor:
     """The clean latents of `job`: [T, C, H, W] on the CPU in the corpus dtype."""
-    cfg = run.cfg
-    icfg = cfg.inference_config()
-    result = rollout(job.video, icfg, icfg.rollout_config(), run.components(), progress=False)
-    return result.latents[0].to("cpu", getattr(torch, cfg.latent_dtype))
+    result = sample_video(job.prompt, job.seed, run.cfg, run.components(), progress=False)
+    return result.latents[0].to("cpu", torch_dtype(run.cfg.latent_dtype))
 
 
 def write_verification_video(run: CorpusRun, files: LatentFiles, latents: torch.Tensor) -> None:
@@ -110,8 +106,8 @@ def run_latent_job(run: CorpusRun, job: LatentJob, index: dict[str, dict]) -> di
         latent_corpus.add_to_index(run.folder, {job.video_id: expected.index_entry(files)})
     written += write_derived_files(run, files, expected, regenerated=problem is not None)
     return {
-        "video_id": job.video_id, "position": job.position, "prompt_index": job.video.prompt_index,
-        "seed": job.video.seed, "status": "complete" if problem is None else "generated", "reason": problem,
+        "video_id": job.video_id, "position": job.position, "prompt_index": job.prompt_index,
+        "seed": job.seed, "status": "complete" if problem is None else "generated", "reason": problem,
         "relisted": problem is None and not listed, "num_frames": expected.num_frames,
         "files_written": [path.relative_to(run.folder).as_posix() for path in written],
         "bytes_written": sum(path.stat().st_size for path in written),

@@ -2,35 +2,16 @@
 from __future__ import annotations
 
 import json
-import platform
 import statistics
-from importlib import metadata
 from pathlib import Path
 
-from pipeline.inference_config import InferenceConfig
+from inference_job.config import InferenceConfig
+from pipeline.build import random_weight_label
 from utils.atomic import atomic_write_text
 from utils.config import config_to_dict
+from utils.versions import package_versions
 
 SUMMARY_NAME = "summary.json"
-_PACKAGES = ("longlive-rag", "torch", "diffusers", "transformers", "peft", "omegaconf", "imageio", "imageio-ffmpeg")
-
-
-def random_weight_label(random_components: list[str]) -> str | None:
-    """The banner of runs with random weights (None for a run on real weights)."""
-    if not random_components:
-        return None
-    return (f"RANDOM-WEIGHT DEMO: {', '.join(random_components)} have random weights. The videos show the "
-            "pipeline and its output files, not the quality of any backbone or of retrieval.")
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def performance(records: list[dict]) -> dict:

@@ -1,0 +1,39 @@
+"""The `main()` of the config-driven entry scripts (inference.py, generate_latent.py).
+
+`--config FILE key=value ...` -> load (validated) -> run under torchrun or alone; a config or
+missing-file error prints one `error:` line on the main rank and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence, TypeVar
+
+from utils.assets import MissingAssetError
+from utils.config import ConfigError
+from utils.distributed import DistInfo, cleanup_distributed, dist_info_from_env
+
+C = TypeVar("C")
+
+
+def parse_config_args(argv: Sequence[str] | None, doc: str, example: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help=f"YAML config, e.g. {example}")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
+    return parser.parse_args(argv)
+
+
+def config_main(argv: Sequence[str] | None, doc: str, example: str, load: Callable[[str, Sequence[str]], C],
+                run: Callable[[C, DistInfo], None]) -> int:
+    """Exit code of one run: 0 done, 2 config or asset error."""
+    args = parse_config_args(argv, doc, example)
+    info = dist_info_from_env()
+    try:
+        run(load(args.config, args.overrides), info)
+    except (ConfigError, MissingAssetError) as err:
+        if info.is_main:
+            print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup_distributed()
+    return 0
