@@ -1,11 +1,13 @@
 """How the history bank stores K/V values: as-is in a float dtype, or as float8 with a scale.
 
-A slab is one banked frame's K/V, `[B, L, 2 (k, v), T, n, d]`. `Fp8Codec` stores it as
-float8_e4m3fn with one float32 scale per (sample, layer, k|v, head), `[B, L, 2, n]`: the
-head's largest magnitude maps to the format's largest finite value, so no value saturates and
-each head keeps its own range (K and V magnitudes differ by orders between layers and heads).
-Payloads are kept as raw bytes by the storage (uint8 views): every tier can copy and index them,
-including memory-mapped files, whatever the platform's float8 kernel coverage.
+K/V arrive from the window cache as `[L, B, m, T, n, d]` (m frames) and are encoded in that
+layout; the storage then lays each frame out as one slab `[B, L, 2 (k, v), T, n, d]`.
+`Fp8Codec` stores float8_e4m3fn with one float32 scale per (frame, sample, layer, k|v, head),
+`[m, B, L, 2, n]`: the head's largest magnitude maps to the format's largest finite value, so no
+value saturates and each head keeps its own range (K and V magnitudes differ by orders between
+layers and heads). Decoding writes the gathered rows straight into the retrieved layout
+`[L, 2, B, k, T, n, d]` in the compute dtype (one pass over the gathered bytes); fp8 is scaled
+there in the compute dtype.
 """
 from __future__ import annotations
 
@@ -23,52 +25,42 @@ class PlainCodec:
     def __init__(self, dtype: torch.dtype):
         self.dtype = dtype
 
-    def encode(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, None]:
-        """k, v: [L, B, m, T, n, d] -> payload [m, B, L, 2, T, n, d] in the storage dtype (one copy of each)."""
-        out = torch.empty(_slab_shape(k.shape), dtype=self.dtype, device=k.device)
-        out.select(3, 0).copy_(k.permute(2, 1, 0, 3, 4, 5))
-        out.select(3, 1).copy_(v.permute(2, 1, 0, 3, 4, 5))
-        return out, None
+    def encode(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """k, v: [L, B, m, T, n, d] -> the same in the storage dtype (no copy when the dtype matches)."""
+        return k.to(self.dtype), v.to(self.dtype), None
 
-    def decode(self, payload: torch.Tensor, scale: None, dtype: torch.dtype) -> torch.Tensor:
-        """payload: [B, k, L, 2, T, n, d] -> [L, 2, B, k, T, n, d] contiguous in `dtype` (one copy)."""
-        out = torch.empty(_decoded_shape(payload.shape), dtype=dtype, device=payload.device)
-        out.copy_(payload.permute(2, 3, 0, 1, 4, 5, 6))
-        return out
+    def decode(self, rows: list[torch.Tensor], scale: None, out: torch.Tensor) -> torch.Tensor:
+        """rows: B * k slabs [L, 2, T, n, d] (sample-major) -> written into out: [L, 2, B, k, T, n, d]."""
+        return _place(rows, out)
 
 
 class Fp8Codec:
-    """float8_e4m3fn values with a float32 scale per (sample, layer, k|v, head): half of bf16."""
+    """float8_e4m3fn values with a float32 scale per (frame, sample, layer, k|v, head): half of bf16."""
 
     has_scale = True
     dtype = FP8
 
-    def encode(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """k, v: [L, B, m, T, n, d] -> (payload float8 [m, B, L, 2, T, n, d]; scale float32 [m, B, L, 2, n])."""
-        x = torch.empty(_slab_shape(k.shape), dtype=torch.float32, device=k.device)
-        x.select(3, 0).copy_(k.permute(2, 1, 0, 3, 4, 5))
-        x.select(3, 1).copy_(v.permute(2, 1, 0, 3, 4, 5))
-        amax = x.abs().amax(dim=(4, 6))
-        scale = (amax / FP8_MAX).clamp_min(torch.finfo(torch.float32).tiny)
-        payload = (x / scale[:, :, :, :, None, :, None]).to(FP8)
-        return payload, scale
+    def encode(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """k, v: [L, B, m, T, n, d] -> (k, v in float8, same shape; scale float32 [m, B, L, 2, n])."""
+        scales = []
+        for x in (k, v):
+            amax = x.float().abs().amax(dim=(3, 5))  # [L, B, m, n]
+            scales.append((amax / FP8_MAX).clamp_min(torch.finfo(torch.float32).tiny))
+        qk, qv = ((x.float() / s[:, :, :, None, :, None]).to(FP8) for x, s in zip((k, v), scales))
+        return qk, qv, torch.stack(scales, dim=3).permute(2, 1, 0, 3, 4)
 
-    def decode(self, payload: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """payload: [B, k, L, 2, T, n, d] float8; scale: [B, k, L, 2, n] -> [L, 2, B, k, T, n, d] in `dtype`."""
-        out = torch.empty(_decoded_shape(payload.shape), dtype=torch.float32, device=payload.device)
-        out.copy_(payload.permute(2, 3, 0, 1, 4, 5, 6))
-        out.mul_(scale.permute(2, 3, 0, 1, 4)[:, :, :, :, None, :, None])
-        return out.to(dtype)
+    def decode(self, rows: list[torch.Tensor], scale: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """rows: B * k float8 slabs [L, 2, T, n, d]; scale: [B, k, L, 2, n] -> written into out: [L, 2, B, k, T, n, d]."""
+        _place(rows, out)
+        return out.mul_(scale.permute(2, 3, 0, 1, 4)[:, :, :, :, None, :, None].to(out.dtype))
 
 
-def _slab_shape(shape: torch.Size) -> tuple[int, ...]:
-    l, b, m, t, n, d = shape
-    return (m, b, l, 2, t, n, d)
-
-
-def _decoded_shape(shape: torch.Size) -> tuple[int, ...]:
-    b, k, l, two, t, n, d = shape
-    return (l, two, b, k, t, n, d)
+def _place(rows: list[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+    """Copy (and convert) each row into its place of out: [L, 2, B, k, T, n, d]."""
+    per_sample = out.shape[3]
+    for i, row in enumerate(rows):
+        out[:, :, i // per_sample, i % per_sample].copy_(row)
+    return out
 
 
 def make_codec(dtype: torch.dtype) -> PlainCodec | Fp8Codec:

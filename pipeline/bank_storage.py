@@ -1,9 +1,10 @@
 """Where the history bank's slabs live: accelerator memory, (pinned) host memory, or a file on disk.
 
 The storage is frame-major: slot s holds one banked frame as one contiguous slab
-`[B, L, 2 (k, v), T, n, d]`, so banking a frame is one contiguous copy (asynchronous from the GPU
-into pinned memory, on a side stream) and reading the K selected frames is K contiguous slab
-copies into one staging buffer, moved to the compute device in one transfer. Slots come in
+`[B, L, 2 (k, v), T, n, d]`, so banking a frame from the GPU into pinned memory is one contiguous,
+asynchronous copy on a side stream, and reading the K selected frames from host memory for a GPU
+is K contiguous slab copies into one reused pinned staging buffer, moved in one transfer. When
+the storage is on the compute device, the selected slabs are read in place. Slots come in
 chunks allocated as the video grows (never the whole video at start, never more than the
 budget), so growing copies nothing.
 
@@ -187,36 +188,37 @@ class SlabStorage:
         c = self.chunk_slots
         return self._chunks[slot // c][slot % c]
 
-    def write(self, slot: int, slab: torch.Tensor) -> None:
-        """slab: [B, L, 2, T, n, d] contiguous, in `dtype`, on the compute device."""
+    def write(self, slot: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """k, v: [L, B, T, n, d] of one frame, in `dtype`, on the compute device."""
         self.ensure(slot + 1)
-        dest, src = self._slab(slot), slab.view(self._raw)
+        dest = self._slab(slot)  # [B, L, 2, T, n, d]
         if self._copy_stream is None:
-            dest.copy_(src)  # a real copy: the source may be reused by the window cache
+            # two strided copies straight into the slab: real copies, the window cache reuses its slots
+            dest.select(2, 0).copy_(k.transpose(0, 1).view(self._raw))
+            dest.select(2, 1).copy_(v.transpose(0, 1).view(self._raw))
             return
+        # a GPU -> pinned copy is asynchronous only into a contiguous destination: build the slab on the GPU
+        slab = torch.stack([k, v], dim=2).transpose(0, 1).contiguous().view(self._raw)
         self._copy_stream.wait_stream(torch.cuda.current_stream(self.compute))
         with torch.cuda.stream(self._copy_stream):
-            dest.copy_(src, non_blocking=self.tier.pin)
-        src.record_stream(self._copy_stream)
+            dest.copy_(slab, non_blocking=self.tier.pin)
+        slab.record_stream(self._copy_stream)
         self._written = self._copy_stream.record_event()
 
-    def read(self, rows: list[tuple[int, int]]) -> torch.Tensor:
-        """rows: (slot, sample) pairs -> [len(rows), L, 2, T, n, d] on the compute device, one transfer."""
+    def read(self, rows: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """rows: (slot, sample) pairs -> one [L, 2, T, n, d] tensor each, in `dtype`, on the compute device:
+        views of the storage when it is on the compute device, else rows of one staged transfer."""
         if self._written is not None:
             self._written.synchronize()  # banking copies of earlier blocks have landed
-        row_shape = self.slab_shape[1:]
         if not self.staged:
-            out = torch.empty((len(rows), *row_shape), dtype=self._raw, device=self.compute)
-            for j, (slot, b) in enumerate(rows):
-                out[j].copy_(self._slab(slot)[b])
-            return out.view(self.dtype)
+            return [self._slab(slot)[b].view(self.dtype) for slot, b in rows]
         staging = self._staging_buffer(len(rows))
         for j, (slot, b) in enumerate(rows):
             staging[j].copy_(self._slab(slot)[b])
         out = staging.to(self.compute, non_blocking=self.tier.pin)
         if self.compute.type == "cuda":
             self._staging_free = torch.cuda.current_stream(self.compute).record_event()
-        return out.view(self.dtype)
+        return list(out.view(self.dtype).unbind(0))
 
     def _staging_buffer(self, n: int) -> torch.Tensor:
         """The reused host buffer, pinned when the compute device is a GPU; free once its last transfer ended."""

@@ -80,6 +80,8 @@ class HistoryBank:
         self._desc: torch.Tensor | None = None  # [B, capacity, D] on the compute device
         self._scale: torch.Tensor | None = None  # [slots, B, L, 2, n] float32 (float8 codec)
         self.num_gathers = 0
+        self._outputs: list[torch.Tensor | None] = [None, None]  # see _output
+        self._turn = 0
         self._reader: ThreadPoolExecutor | None = None
         self._read_stream = torch.cuda.Stream(self.compute_device) if self.compute_device.type == "cuda" else None
 
@@ -108,7 +110,7 @@ class HistoryBank:
     def add(self, frames: list[int], k: torch.Tensor, v: torch.Tensor, descriptors: torch.Tensor | None) -> list[int]:
         """k, v: [L, B, m, T, n, d] for the evicted `frames`; descriptors: [B, m, D] or None.
         -> frames that left the bank to stay within the budget (possibly some of `frames`)."""
-        payload, scale = self.codec.encode(k, v)  # [m, B, L, 2, T, n, d], [m, B, L, 2, n] or None
+        k, v, scale = self.codec.encode(k, v)  # [L, B, m, T, n, d] in the storage dtype; [m, B, L, 2, n] or None
         evicted = []
         for i, frame in enumerate(frames):
             self._append_entry(frame, None if descriptors is None else descriptors[:, i])
@@ -116,7 +118,7 @@ class HistoryBank:
                 evicted.append(self._evict(self.eviction.victim(self.frames, self.descriptors, self.size - self.recent_guard)))
             if self._slots[-1] == NEW:  # the new entry stayed: it takes a freed slot or the next one
                 self._slots[-1] = self._free.pop() if self._free else self._next_slot()
-                self._store(self._slots[-1], payload[i], None if scale is None else scale[i])
+                self._store(self._slots[-1], k[:, :, i], v[:, :, i], None if scale is None else scale[i])
         return evicted
 
     def _append_entry(self, frame: int, desc: torch.Tensor | None) -> None:
@@ -145,9 +147,9 @@ class HistoryBank:
         self._slots_used += 1
         return self._slots_used - 1
 
-    def _store(self, slot: int, payload: torch.Tensor, scale: torch.Tensor | None) -> None:
-        """payload: [B, L, 2, T, n, d] encoded; scale: [B, L, 2, n] or None."""
-        self.storage.write(slot, payload)
+    def _store(self, slot: int, k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor | None) -> None:
+        """k, v: [L, B, T, n, d] encoded; scale: [B, L, 2, n] or None."""
+        self.storage.write(slot, k, v)
         if scale is not None:
             if self._scale is None or self._scale.shape[0] <= slot:
                 rows = max(slot + 1, 2 * (0 if self._scale is None else self._scale.shape[0]))
@@ -162,14 +164,24 @@ class HistoryBank:
         self.num_gathers += 1
         idx = pool_indices.tolist()
         rows = [(self._slots[p], b) for b, picks in enumerate(idx) for p in picks]
-        payload = self.storage.read(rows)  # [B * k, L, 2, T, n, d]
-        payload = payload.unflatten(0, (len(idx), -1))
+        payload = self.storage.read(rows)  # B * k slabs [L, 2, T, n, d]
         scale = None
         if self.codec.has_scale:
             slots = torch.tensor([[self._slots[p] for p in picks] for picks in idx], device=self._scale.device)
             scale = self._scale[slots, torch.arange(len(idx), device=slots.device)[:, None]]  # [B, k, L, 2, n]
-        kv = self.codec.decode(payload, scale, dtype)  # [L, 2, B, k, T, n, d]
+        kv = self.codec.decode(payload, scale, self._output(len(idx), len(idx[0]), dtype))  # [L, 2, B, k, T, n, d]
         return RetrievedKV(k=kv[:, 0], v=kv[:, 1])
+
+    def _output(self, batch: int, k: int, dtype: torch.dtype) -> torch.Tensor:
+        """One of two reused output buffers, alternating: block t reads one while the prefetch for block t + 1
+        fills the other. (A fresh 10-100 MB tensor per block costs its page faults again on the CPU.)"""
+        _, l, two, t, n, d = self.storage.slab_shape
+        shape = (l, two, batch, k, t, n, d)
+        self._turn ^= 1
+        buf = self._outputs[self._turn]
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._outputs[self._turn] = torch.empty(shape, dtype=dtype, device=self.compute_device)
+        return buf
 
     def gather_async(self, pool_indices: torch.Tensor, dtype: torch.dtype) -> PendingGather:
         """Start `gather` and return at once, so the caller computes meanwhile: on a side CUDA stream from

@@ -24,12 +24,13 @@ def test_slabs_round_trip_across_chunks_and_tiers(tmp_path):
     for tier in (MemoryTier("cpu"), DiskTier(tmp_path, planned_bytes=0)):
         store = SlabStorage(tier, SLAB, torch.bfloat16, torch.device("cpu"), max_slots=None)
         store.chunk_slots = 3
-        slabs = torch.randn(7, *SLAB).to(torch.bfloat16)
+        kv = torch.randn(7, 2, 2, 1, 3, 2, 4).to(torch.bfloat16)  # per slot: k, v [L, B, T, n, d]
         for slot in range(7):
-            store.write(slot, slabs[slot])
+            store.write(slot, kv[slot, 0], kv[slot, 1])
         assert store.capacity == 9 and len(store._chunks) == 3
-        got = store.read([(6, 0), (0, 0), (4, 0)])
-        assert got.dtype == torch.bfloat16 and torch.equal(got, slabs[[6, 0, 4], 0])
+        got = store.read([(6, 0), (0, 0), (4, 0)])  # each [L, 2, T, n, d]
+        expected = kv[[6, 0, 4], :, :, 0].transpose(1, 2)
+        assert got[0].dtype == torch.bfloat16 and torch.equal(torch.stack(got), expected)
         store.close()
 
 
@@ -86,7 +87,8 @@ def test_killed_run_leaves_no_bank_file(tmp_path):
         store = SlabStorage(DiskTier({str(tmp_path)!r}, planned_bytes=0), (1, 2, 2, 64, 4, 16), torch.float32,
                             torch.device("cpu"), max_slots=None)
         for slot in range(8):
-            store.write(slot, torch.full((1, 2, 2, 64, 4, 16), float(slot)))
+            kv = torch.full((2, 1, 64, 4, 16), float(slot))
+            store.write(slot, kv, -kv)
         print("banked", flush=True)
         time.sleep(600)
     """)

@@ -64,8 +64,13 @@ class FrameKVCache:
         return k.flatten(1, 2), v.flatten(1, 2)
 
     def read_all_layers(self, frames: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> k, v: [L, B, len(frames), T, n, d] (for moving frames into the history bank)."""
-        idx = torch.tensor(self._slots(frames), device=self.k.device)
+        """-> k, v: [L, B, len(frames), T, n, d] (for moving frames into the history bank). A view of the
+        cache when the frames sit in consecutive slots (the bank copies them before the cache is written
+        again; a fresh copy here would cost a page-faulting allocation per block on the CPU)."""
+        slots = self._slots(frames)
+        if slots == list(range(slots[0], slots[0] + len(slots))):
+            return self.k[:, :, slots[0] : slots[-1] + 1], self.v[:, :, slots[0] : slots[-1] + 1]
+        idx = torch.tensor(slots, device=self.k.device)
         return self.k.index_select(2, idx), self.v.index_select(2, idx)
 
     def write(self, layer: int, frames: tuple[int, ...], k: torch.Tensor, v: torch.Tensor) -> None:
