@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,12 +36,11 @@ from pathlib import Path
 import torch
 
 from ae.model import AEConfig, RetrievalAutoencoder
-from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor
-from pipeline.history_bank import frame_bytes
-from pipeline.retrieval_memory import RetrievalMemory
-from pipeline.history_bank import HistoryBank
 from pipeline.bank_eviction import EVICTION_POLICIES
 from pipeline.bank_storage import MemoryTier
+from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor
+from pipeline.history_bank import HistoryBank, frame_bytes
+from pipeline.retrieval_memory import RetrievalMemory
 from pipeline.rollout import generate
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from toydatasets.make_toy_latents import ToyConfig, make_scene_bank, make_video
@@ -268,6 +266,8 @@ def main() -> None:
     parser.add_argument("--demo-frames", type=int, default=1200, help="latent frames of the demo runs (peak RSS)")
     parser.add_argument("--demo-budget-gb", type=float, default=0.002, help="memory_budget_gb of the budgeted demo run")
     parser.add_argument("--skip-demo", action="store_true", help="skip the two demo runs (figure 1)")
+    parser.add_argument("--skip-toy", action="store_true", help="skip the toy retrieval agreement (figure 3)")
+    parser.add_argument("--skip-mid", action="store_true", help="skip the mid-size model (figure 4)")
     parser.add_argument("--toy-videos", type=int, default=8)
     parser.add_argument("--toy-frames", type=int, default=240)
     parser.add_argument("--full-size", action="store_true", help="GPU only: Wan2.1-1.3B, random weights, FPS per tier")
@@ -301,6 +301,19 @@ def main() -> None:
     for length, row in table.items():
         print(f"  {length:>5}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
 
+    if not args.skip_toy:
+        report_toy(figures, args)
+    if not args.skip_mid:
+        report_mid(figures, args)
+    # null: not measured in this run (skipped)
+    figures["budget_held"] = None if args.skip_demo else (
+        figures["demo_budget"]["growth_last_half_mb"] < 0.5 * max(figures["demo_unbounded"]["growth_last_half_mb"], 1.0))
+    figures["prefetch_bit_identical"] = None if args.skip_mid else figures["mid"]["prefetch_bit_identical"]
+    figures["latentmem_over_native_steady"] = None if args.skip_mid else figures["mid"]["latentmem_over_native_steady"]
+    print(json.dumps(figures))
+
+
+def report_toy(figures: dict, args: argparse.Namespace) -> None:
     toy = toy_agreement(args.toy_videos, args.toy_frames, budgets=[12, 24, 48])
     figures["toy_agreement"] = toy
     print(f"toy revisits ({args.toy_videos} videos x {args.toy_frames} frames, avg-pool, K 6, R 5): unbounded bank "
@@ -310,6 +323,8 @@ def main() -> None:
             print(f"  {name:>14} frames: same top-K {f['same_top_k']}, frames in common {f['frames_in_common']}, "
                   f"revisit hit rate {f['revisit_hit_rate']}")
 
+
+def report_mid(figures: dict, args: argparse.Namespace) -> None:
     mid = mid_size(args.mid_frames, args.rounds)
     figures["mid"] = mid
     print(f"mid-size ({args.mid_frames} frames, {mid['steady_blocks']} full-K blocks): native {mid['native_ms_per_block']} ms/block, "
@@ -317,12 +332,6 @@ def main() -> None:
           f"(per round {mid['latentmem_over_native_per_round']}); prefetch bit-identical {mid['prefetch_bit_identical']}")
     print(f"fp8 bank vs bf16 bank: final latents max |diff| {mid['fp8_vs_bf16_max_abs']:.3e}, mean {mid['fp8_vs_bf16_mean_abs']:.3e} "
           f"(latent std {mid['latent_std']:.3f}); {mid['fp8_blocks_with_other_indices']} of {mid['retrieving_blocks']} blocks retrieved other indices")
-
-    figures["budget_held"] = (not args.skip_demo) and figures["demo_budget"]["growth_last_half_mb"] < 0.5 * max(
-        figures["demo_unbounded"]["growth_last_half_mb"], 1.0)
-    figures["prefetch_bit_identical"] = mid["prefetch_bit_identical"]
-    figures["latentmem_over_native_steady"] = mid["latentmem_over_native_steady"]
-    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import torch
 
@@ -67,7 +66,7 @@ class HistoryBank:
         if max_frames is not None and eviction is None:
             raise ValueError("a bank with max_frames needs an eviction policy")
         self.compute_device = torch.device(compute_device)
-        self.batch, self.num_heads = batch, num_heads
+        self.batch = batch
         self.codec = make_codec(storage_dtype)
         self.dtype = storage_dtype
         slab_shape = (batch, num_layers, 2, tokens_per_frame, num_heads, head_dim)  # one frame: [B, L, 2, T, n, d]
@@ -88,10 +87,6 @@ class HistoryBank:
     @property
     def size(self) -> int:
         return len(self.frames)
-
-    @property
-    def tier_name(self) -> str:
-        return self.storage.tier.name
 
     @property
     def descriptors(self) -> torch.Tensor | None:
