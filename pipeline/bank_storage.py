@@ -126,6 +126,8 @@ def choose_tier(memory_device: str, folder: str | None, planned_bytes: int, comp
         return TierChoice(DiskTier(folder, planned_bytes), "memory_device disk")
     if memory_device != "auto":
         device = torch.device(memory_device)
+        if device.type == compute.type and device.index is None:
+            device = compute  # `cuda` means the GPU this rank computes on
         pin = device.type == "cpu" and compute.type == "cuda"
         return TierChoice(MemoryTier(device, pin), f"memory_device {memory_device}")
     need = f"{planned_bytes / GB:.2f} GB"

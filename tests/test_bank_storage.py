@@ -125,3 +125,8 @@ def test_auto_falls_back_to_disk_then_explains_what_to_set(tmp_path):
 def test_named_tiers_pin_host_memory_only_for_a_gpu():
     assert not choose_tier("cpu", None, 0, torch.device("cpu")).tier.pin
     assert choose_tier("cpu", None, 0, torch.device("cuda")).tier.pin
+
+
+def test_a_device_without_index_means_the_compute_device():
+    tier = choose_tier("cuda", None, 0, torch.device("cuda:1")).tier
+    assert tier.device == torch.device("cuda:1") and not tier.pin
