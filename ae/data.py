@@ -21,11 +21,11 @@ import torch
 from torch.utils.data import Dataset
 
 from utils import latent_corpus
-from utils.assets import RAG_DOWNLOAD, require_path
+from utils.assets import require_path
 
 logger = logging.getLogger(__name__)
 
-DATA_DOWNLOAD = f"{RAG_DOWNLOAD}\n(or make toy data: python toydatasets/make_toy_latents.py --help)"
+DATA_DOWNLOAD = "python -m utils.download toy_data\n(or make toy data: python toydatasets/make_toy_latents.py --help)"
 _LOAD_ERRORS = (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError)
 
 

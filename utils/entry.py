@@ -1,4 +1,4 @@
-"""The `main()` of the config-driven entry scripts (inference.py, generate_latent.py).
+"""The `main()` of the config-driven entry scripts (inference.py, generate_latent.py, evaluate.py).
 
 `--config FILE key=value ...` -> load (validated) -> run under torchrun or alone; a config or
 missing-file error prints one `error:` line on the main rank and exits 2.
@@ -27,10 +27,17 @@ def config_main(argv: Sequence[str] | None, doc: str, example: str, load: Callab
                 run: Callable[[C, DistInfo], None]) -> int:
     """Exit code of one run: 0 done, 2 config or asset error."""
     args = parse_config_args(argv, doc, example)
+    return run_loaded(args.config, args.overrides, load, run)
+
+
+def run_loaded(config: str, overrides: Sequence[str], load: Callable[[str, Sequence[str]], C],
+               run: Callable[[C, DistInfo], None], user_errors: tuple[type[Exception], ...] = ()) -> int:
+    """Load the config and run it; a config, asset or other `user_errors` error prints one `error:` line
+    on the main rank and gives exit code 2."""
     info = dist_info_from_env()
     try:
-        run(load(args.config, args.overrides), info)
-    except (ConfigError, MissingAssetError) as err:
+        run(load(config, overrides), info)
+    except (ConfigError, MissingAssetError, *user_errors) as err:
         if info.is_main:
             print(f"error: {err}", file=sys.stderr)
         return 2
