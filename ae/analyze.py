@@ -61,7 +61,8 @@ class RetrievalGeometry:
 
     @classmethod
     def from_rollout(cls, cfg: RolloutConfig) -> "RetrievalGeometry":
-        return cls(cfg.num_frame_per_block, cfg.local_attn_size, cfg.sink_size, cfg.memory_size, cfg.recent_exclude)
+        mk = cfg.model_kwargs
+        return cls(cfg.num_frame_per_block, mk.local_attn_size, mk.sink_size, mk.memory_size, mk.recent_exclude)
 
     def query_frames(self, num_frames: int) -> range:
         """The newest frame before every block start after the first: the pipeline's retrieval queries."""
