@@ -4,7 +4,7 @@
 #   bash inference.sh <backbone> <method> [key=value ...]
 #
 #   backbone  causal_forcing | self_forcing | longlive | demo   (demo: tiny random weights, CPU, no downloads)
-#   method    native | latentmem
+#   method    native | latentmem | infrope | deepforcing
 #   key=value config overrides, e.g. num_output_frames=240 output_folder=videos/cf_60s
 #
 # Environment:
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 BACKBONES=(causal_forcing self_forcing longlive demo)
-METHODS=(native latentmem)
+METHODS=(native latentmem infrope deepforcing)
 
 usage() {
     echo "usage: bash inference.sh <backbone> <method> [key=value ...]"

@@ -23,6 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.generation_config import GenerationConfig
+from pipeline.build import build_context_method
+from pipeline.prompt_schedule import PromptSchedule
+from pipeline.retrieval import RandomRetrieval
 from pipeline.rollout import CausalRollout, gaussian_noise
 from pipeline.rollout_config import RolloutConfig
 from wan.geometry import LatentGeometry
@@ -43,16 +46,17 @@ def time_blocks(name: str, cfg: WanModelConfig, latent_shape: tuple[int, int, in
     g = torch.Generator().manual_seed(seed)
     prompt = torch.randn(1, 16, cfg.text_dim, generator=g)
     nf = rcfg.num_frame_per_block
-    rollout = CausalRollout(model, rcfg, prompt, latent_shape, blocks * nf)
+    rollout = CausalRollout(model, rcfg, build_context_method(rcfg, RandomRetrieval).policy, [prompt], latent_shape, blocks * nf)
 
     noise = gaussian_noise(g)
     samples = []
-    for block in tqdm(range(blocks), desc=name, leave=False):
+    for block in tqdm(PromptSchedule.single("").blocks(blocks * nf, nf), desc=name, leave=False):
         start = time.perf_counter()
-        attn = rollout.begin_block(block * nf)
+        attn = rollout.begin_block(block)
         x0 = rollout.denoise_block(attn, noise((1, nf, *latent_shape)), noise)
-        rollout.finish_block(attn, x0, noise)
-        if block >= warmup:
+        _, kv = rollout.recache(attn, x0, noise)
+        rollout.end_block(block, attn, x0, kv)
+        if block.index >= warmup:
             samples.append((time.perf_counter() - start) * 1000)
     calls = len(rcfg.denoising_step_list) + 1
     return {
@@ -61,7 +65,7 @@ def time_blocks(name: str, cfg: WanModelConfig, latent_shape: tuple[int, int, in
         "ms_per_call": round(statistics.mean(samples) / calls, 1),
         "timed_blocks": len(samples),
         "tokens_per_frame": rollout.geometry.tokens_per_frame,
-        "kv_cache_bytes": rollout.cache.nbytes(),
+        "kv_cache_bytes": rollout.policy.cache.nbytes(),
         "text_kv_bytes": sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in rollout.text.kv),
     }
 

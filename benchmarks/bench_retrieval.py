@@ -26,7 +26,8 @@ from ae.model import AEConfig, RetrievalAutoencoder
 from pipeline.descriptors import EncoderDescriptor
 from pipeline.bank_storage import MemoryTier
 from pipeline.history_bank import HistoryBank
-from pipeline.retrieval import select_top_k
+from pipeline.build import build_context_method
+from pipeline.retrieval import TopKRetrieval, select_top_k
 from pipeline.generation_config import GenerationConfig
 from pipeline.rollout import gaussian_noise, generate
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
@@ -73,26 +74,28 @@ def full_size_kv_bytes(k: int = 6) -> tuple[int, int]:
     return gathered, bank.bytes_per_frame()
 
 
-def rollout(model, cfg: RolloutConfig, frames: int, descriptor):
+def rollout(model, cfg: RolloutConfig, frames: int, ae):
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(1, frames, 16, 30, 52, generator=g)
     prompt = torch.randn(1, 16, model.cfg.text_dim, generator=g)
-    return generate(model, cfg, noise, prompt, gaussian_noise(g), descriptor)
+    policy = build_context_method(cfg, lambda: TopKRetrieval(EncoderDescriptor(ae), "ae")).policy
+    return generate(model, cfg, noise, prompt, gaussian_noise(g), policy)
 
 
 def compare_native_latentmem(model, ae, frames: int, rounds: int) -> dict:
     """Alternate native and latentmem rollouts `rounds` times; per method, the best round's mean ms over
     the blocks in which latentmem retrieves (the same blocks for both: full window, equal attention size)."""
     native_cfg = RolloutConfig()
-    latentmem_cfg = RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, compression_method="ae"))
+    latentmem_cfg = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(compression_method="ae"))
     native_means, latentmem_means = [], []
     for _ in range(rounds):
-        native = rollout(model, native_cfg, frames, None)
-        mem = rollout(model, latentmem_cfg, frames, EncoderDescriptor(ae))
-        blocks = [entry["block_start_frame"] // latentmem_cfg.num_frame_per_block for entry in mem.retrieval_log]
+        native = rollout(model, native_cfg, frames, ae)
+        mem = rollout(model, latentmem_cfg, frames, ae)
+        log = mem.extras["retrieval_log"]
+        blocks = [entry["block_start_frame"] // latentmem_cfg.num_frame_per_block for entry in log]
         native_means.append(statistics.mean(native.ms_per_block[b] for b in blocks))
         latentmem_means.append(statistics.mean(mem.ms_per_block[b] for b in blocks))
-    return {"native_ms": min(native_means), "latentmem_ms": min(latentmem_means), "gathers": mem.kv_gathers,
+    return {"native_ms": min(native_means), "latentmem_ms": min(latentmem_means), "gathers": mem.extras["kv_gathers"],
             "retrieving_blocks": len(blocks)}
 
 

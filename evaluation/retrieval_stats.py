@@ -1,5 +1,6 @@
-"""Retrieval diagnostics of a latentmem run from its `<stem>.retrieval.json` logs: how old the
-retrieved frames are, how often the same frames come back, and how similar they are over time."""
+"""Retrieval diagnostics of a latentmem run from the `retrieval` entries of its `<stem>.context.json`
+logs: how old the retrieved frames are, how often the same frames come back, and how similar they are
+over time."""
 from __future__ import annotations
 
 import json
@@ -12,21 +13,23 @@ from evaluation.run_folder import RunInfo
 AGE_BIN_FRAMES = 3  # histogram bins of one block
 
 
-def read_logs(run: RunInfo) -> dict[str, dict]:
-    """{stem: log} of the run's videos that have a retrieval log (none for native runs)."""
+def read_logs(run: RunInfo) -> dict[str, list[dict]]:
+    """{stem: retrieval decisions} of the run's videos whose context log holds any (none for other methods)."""
     logs = {}
     for stem in run.stems:
-        path: Path = run.retrieval_log(stem)
+        path: Path = run.context_log(stem)
         if path.is_file():
-            logs[stem] = json.loads(path.read_text())
+            decisions = [block["retrieval"] for block in json.loads(path.read_text())["blocks"] if block.get("retrieval")]
+            if decisions:
+                logs[stem] = decisions
     return logs
 
 
-def retrieval_events(logs: dict[str, dict]) -> list[dict]:
+def retrieval_events(logs: dict[str, list[dict]]) -> list[dict]:
     """One event per retrieved frame: stem, query frame, retrieved frame, age, similarity (None if random)."""
     events = []
-    for stem, log in sorted(logs.items()):
-        for block in log["blocks"]:
+    for stem, decisions in sorted(logs.items()):
+        for block in decisions:
             sims = block["similarities"]
             for row, frames in enumerate(block["selected_frames"]):
                 for k, frame in enumerate(frames):

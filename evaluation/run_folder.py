@@ -65,8 +65,8 @@ class RunInfo:
     def latents(self, stem: str) -> Path:
         return self.folder / f"{stem}.latents.pt"
 
-    def retrieval_log(self, stem: str) -> Path:
-        return self.folder / f"{stem}.retrieval.json"
+    def context_log(self, stem: str) -> Path:
+        return self.folder / f"{stem}.context.json"
 
 
 def run_identity(config: dict) -> tuple[str, str]:

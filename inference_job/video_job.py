@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from inference_job.config import InferenceConfig
-from inference_job.retrieval_plot import plot_retrieval
+from inference_job.context_plot import plot_context
 from pipeline.build import InferenceComponents
 from pipeline.rollout import RolloutResult
 from pipeline.sample import sample_seed, sample_video
@@ -44,7 +44,6 @@ class VideoFiles:
     folder: Path
     stem: str
     latents: bool
-    retrieval: bool
 
     @property
     def video(self) -> Path:
@@ -55,12 +54,12 @@ class VideoFiles:
         return self.folder / f"{self.stem}.latents.pt"
 
     @property
-    def retrieval_log(self) -> Path:
-        return self.folder / f"{self.stem}.retrieval.json"
+    def context_log(self) -> Path:
+        return self.folder / f"{self.stem}.context.json"
 
     @property
-    def retrieval_plot(self) -> Path:
-        return self.folder / f"{self.stem}.retrieval.png"
+    def context_plot(self) -> Path:
+        return self.folder / f"{self.stem}.context.png"
 
     @property
     def record(self) -> Path:
@@ -70,30 +69,28 @@ class VideoFiles:
         files = [self.video]
         if self.latents:
             files.append(self.latents_file)
-        if self.retrieval:
-            files += [self.retrieval_log, self.retrieval_plot]
-        return files + [self.record]
+        return files + [self.context_log, self.context_plot, self.record]
 
     def complete(self) -> bool:
         return all(path.exists() for path in self.all())
 
 
 def video_files(cfg: InferenceConfig, job: VideoJob) -> VideoFiles:
-    return VideoFiles(Path(cfg.output_folder), job.stem, cfg.save_latents, cfg.model_kwargs.use_latentmem)
+    return VideoFiles(Path(cfg.output_folder), job.stem, cfg.save_latents)
 
 
-def write_retrieval(job: VideoJob, files: VideoFiles, cfg: InferenceConfig, result: RolloutResult) -> None:
+def write_context(job: VideoJob, files: VideoFiles, cfg: InferenceConfig, result: RolloutResult) -> None:
+    """The context log (per block: attended frames, positions, tokens; method extras) and its plot."""
     mk = cfg.model_kwargs
     log = {
         "prompt_index": job.prompt_index, "sample": job.sample, "prompt": job.prompt, "seed": job.seed,
-        "compression_method": mk.compression_method, "memory_size": mk.memory_size,
-        "recent_exclude": mk.recent_exclude, "sink_size": mk.sink_size,
-        "num_frames": cfg.num_output_frames, "history_bank": result.bank_choice,
-        "memory_budget_gb": mk.memory_budget_gb, "memory_eviction": mk.memory_eviction, "blocks": result.retrieval_log,
+        "method": cfg.method, "window": mk.local_attn_size, "sink_size": mk.sink_size,
+        "num_frames": cfg.num_output_frames, **{k: result.extras[k] for k in ("history_bank",) if k in result.extras},
+        "blocks": result.context_log,
     }
-    atomic_write_text(json.dumps(log, indent=1), files.retrieval_log)
-    title = f"{job.stem}: {mk.compression_method} retrieval, K={mk.memory_size}, R={mk.recent_exclude}"
-    plot_retrieval(result.retrieval_log, cfg.num_output_frames, files.retrieval_plot, title)
+    atomic_write_text(json.dumps(log, indent=1), files.context_log)
+    title = f"{job.stem}: {cfg.method}, window {mk.local_attn_size}, sink {mk.sink_size}"
+    plot_context(result.context_log, cfg.num_output_frames, files.context_plot, title)
 
 
 def run_job(job: VideoJob, cfg: InferenceConfig, parts: InferenceComponents, progress: bool) -> dict:
@@ -102,8 +99,8 @@ def run_job(job: VideoJob, cfg: InferenceConfig, parts: InferenceComponents, pro
     for path in files.all():  # leftovers of a killed earlier attempt at this video
         remove_stale_temporaries(path)
     result = sample_video(job.prompt, job.seed, cfg, parts, progress)
-    if progress and result.bank_choice:
-        tqdm.write(result.bank_choice)
+    if progress and "history_bank" in result.extras:
+        tqdm.write(result.extras["history_bank"])
     start = time.perf_counter()
     # latents: [1, F, C, H, W] on the compute device, where the VAE also lives
     chunks = (chunk[0] for chunk in parts.vae.decode_chunks(result.latents, cfg.vae.decode_chunk_frames))
@@ -111,8 +108,7 @@ def run_job(job: VideoJob, cfg: InferenceConfig, parts: InferenceComponents, pro
     decode_seconds = time.perf_counter() - start
     if cfg.save_latents:
         atomic_torch_save(result.latents[0].cpu(), files.latents_file)  # [F, C, H, W]
-    if cfg.model_kwargs.use_latentmem:
-        write_retrieval(job, files, cfg, result)
+    write_context(job, files, cfg, result)
     rollout_seconds = sum(result.ms_per_block) / 1000
     record = {
         "stem": job.stem, "prompt_index": job.prompt_index, "sample": job.sample, "prompt": job.prompt,
@@ -121,7 +117,7 @@ def run_job(job: VideoJob, cfg: InferenceConfig, parts: InferenceComponents, pro
         "mean_ms_per_block": sum(result.ms_per_block) / len(result.ms_per_block),
         "rollout_seconds": rollout_seconds, "decode_seconds": decode_seconds,
         "generated_frames_per_second": frames / (rollout_seconds + decode_seconds),
-        "retrieval_blocks": len(result.retrieval_log),
+        "retrieval_blocks": sum(entry.get("retrieval") is not None for entry in result.context_log),
         "files": [path.name for path in files.all()],
     }
     atomic_write_text(json.dumps(record, indent=1), files.record)

@@ -1,5 +1,9 @@
-"""The one loading module of every entry script: generator (+EMA, +LoRA), text encoder, VAE and
-retrieval descriptor, built from a GenerationConfig (pipeline/generation_config.py); replay builds through the same loaders.
+"""The one loading module of every entry script: generator (+EMA, +LoRA), text encoder, VAE,
+retrieval rule and context method, built from a GenerationConfig (pipeline/generation_config.py);
+replay builds through the same loaders.
+
+The context method (`method`) and the retrieval rule (`compression_method`) are chosen here, once;
+nothing below compares their names.
 
 Random weights exist only for the `demo` presets and only when no weights path is given; every
 other missing file raises MissingAssetError with the download command. Nothing ever falls back
@@ -8,18 +12,26 @@ to another method (e.g. a missing retrieval encoder never turns `ae` into `avg_p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from ae.model import AEConfig, RetrievalAutoencoder, load_retrieval_autoencoder
-from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor, FrameDescriptor, NoDescriptor
+from pipeline.context.deepforcing import AttentionScore, DeepForcingPolicy
+from pipeline.context.infrope import InfRopePolicy
+from pipeline.context.latentmem import LatentMemPolicy
+from pipeline.context.native import NativePolicy
+from pipeline.context.policy import PolicyFactory
+from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor
 from pipeline.generation_config import AdapterConfig, GenerationConfig
-from pipeline.rollout_config import ModelKwargs
+from pipeline.prompt_schedule import PromptSchedule, parse_infrope_prompt
+from pipeline.retrieval import RandomRetrieval, Retrieval, TopKRetrieval
+from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError
 from utils.distributed import DistInfo, rank_device
-from utils.dtypes import compute_dtype
+from utils.dtypes import compute_dtype, resolve_dtype
 from utils.seeding import DEMO_SEED, seed_everything, seeded
 from wan.checkpoint import load_backbone_checkpoint
 from wan.lora import apply_lora
@@ -45,7 +57,7 @@ class InferenceComponents:
     generator: CausalWanModel
     text_encoder: WanTextEncoder
     vae: WanVAE
-    descriptor: FrameDescriptor | None  # None for native runs
+    method: ContextMethod
 
 
 def random_weight_components(cfg: GenerationConfig) -> list[str]:
@@ -57,7 +69,7 @@ def random_weight_components(cfg: GenerationConfig) -> list[str]:
         names.append("text encoder")
     if cfg.vae.checkpoint is None:
         names.append("VAE")
-    if cfg.model_kwargs.uses_encoder and cfg.model_kwargs.ae_ckpt is None:
+    if cfg.uses_encoder and cfg.model_kwargs.ae_ckpt is None:
         names.append("retrieval encoder")
     return names
 
@@ -76,7 +88,7 @@ def required_assets(cfg: GenerationConfig) -> list[tuple[str, str, str]]:
     assets = [
         (cfg.generator_ckpt, "backbone checkpoint (generator_ckpt)", RAG_DOWNLOAD),
         (cfg.lora_ckpt, "LoRA checkpoint (lora_ckpt)", RAG_DOWNLOAD),
-        (mk.ae_ckpt if mk.uses_encoder else None, "retrieval encoder (model_kwargs.ae_ckpt)", RAG_DOWNLOAD),
+        (mk.ae_ckpt if cfg.uses_encoder else None, "retrieval encoder (model_kwargs.ae_ckpt)", RAG_DOWNLOAD),
         (cfg.data_path, "prompt file (data_path)", RAG_DOWNLOAD),
         (te.weights, "text encoder weights (text_encoder.weights)", WAN_DOWNLOAD),
         (te.tokenizer if te.tokenizer is not None or te.weights is None else str(default_tokenizer_dir(te.weights)),
@@ -151,19 +163,51 @@ def load_autoencoder(path: str | Path | None, frame: tuple[int, int, int], devic
     return ae.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
 
 
-def load_descriptor(mk: ModelKwargs, frame: tuple[int, int, int], device: torch.device) -> FrameDescriptor | None:
-    """The retrieval descriptor of `mk.compression_method` for latent frames `frame` (C, H, W); None for native runs."""
-    if not mk.use_latentmem:
-        return None
+def load_retrieval(mk: ModelKwargs, frame: tuple[int, int, int], device: torch.device) -> Retrieval:
+    """The retrieval rule of `mk.compression_method` for latent frames `frame` (C, H, W)."""
     if mk.compression_method == "ae":
-        return EncoderDescriptor(load_autoencoder(mk.ae_ckpt, frame, device))
+        return TopKRetrieval(EncoderDescriptor(load_autoencoder(mk.ae_ckpt, frame, device)), mk.compression_method)
     if mk.compression_method == "avg_pool":
-        return AvgPoolDescriptor()
-    return NoDescriptor()
+        return TopKRetrieval(AvgPoolDescriptor(), mk.compression_method)
+    return RandomRetrieval()
 
 
-def build_descriptor(cfg: GenerationConfig, mcfg: WanModelConfig, device: torch.device) -> FrameDescriptor | None:
-    return load_descriptor(cfg.model_kwargs, (mcfg.in_dim, cfg.latent_height, cfg.latent_width), device)
+@dataclass(frozen=True)
+class ContextMethod:
+    """A context method as the loop uses it: its policy factory and how it reads a prompt line."""
+
+    name: str  # for logs and plot titles only
+    policy: PolicyFactory
+    parse_prompt: Callable[[str], PromptSchedule]
+
+
+def build_context_method(cfg: RolloutConfig, retrieval: Callable[[], Retrieval]) -> ContextMethod:
+    """The one place a method name becomes behaviour; `retrieval` is called only for latentmem."""
+    mk, nf = cfg.model_kwargs, cfg.num_frame_per_block
+    window = dict(window=mk.local_attn_size, sink_size=mk.sink_size)
+    parse = PromptSchedule.single
+    if cfg.method == "native":
+        policy = partial(NativePolicy, **window)
+    elif cfg.method == "latentmem":
+        policy = partial(
+            LatentMemPolicy, **window, memory_size=mk.memory_size, recent_exclude=mk.recent_exclude, retrieval=retrieval(),
+            bank=mk)
+    elif cfg.method == "infrope":
+        policy = partial(InfRopePolicy, **window, cut_position=mk.infrope_cut_position, flush_newest=mk.infrope_flush_newest,
+                         flush_after_sink=mk.infrope_flush_after_sink)
+        parse = partial(parse_infrope_prompt, frames_per_block=nf, cut_from_ending_scene=not mk.infrope_cut_on_marked_scene)
+    elif cfg.method == "deepforcing":
+        policy = partial(DeepForcingPolicy, **window, recent=mk.df_recent, scorer=AttentionScore(probabilities=mk.df_score == "softmax"),
+                         current_queries=mk.df_score_queries != "clean", clean_queries=mk.df_score_queries != "current",
+                         hysteresis=mk.df_hysteresis)
+    else:
+        raise ValueError(f"unknown method '{cfg.method}'; choose one of native, latentmem, infrope, deepforcing")
+    return ContextMethod(cfg.method, policy, parse)
+
+
+def build_method(cfg: GenerationConfig, mcfg: WanModelConfig, device: torch.device) -> ContextMethod:
+    frame = (mcfg.in_dim, cfg.latent_height, cfg.latent_width)
+    return build_context_method(cfg, lambda: load_retrieval(cfg.model_kwargs, frame, device))
 
 
 @dataclass
@@ -187,13 +231,13 @@ def prepare_run(cfg: GenerationConfig, info: DistInfo) -> RunSetup:
 
 
 def build_components(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> InferenceComponents:
-    """Everything a run needs (files were checked by prepare_run). The descriptor is built first: it is
-    small and fails fast on a bad ae_ckpt."""
+    """Everything a run needs (files were checked by prepare_run). The context method is built first: its
+    retrieval encoder is small and fails fast on a bad ae_ckpt."""
     mcfg = model_preset(cfg.model_preset)
-    descriptor = build_descriptor(cfg, mcfg, device)
+    method = build_method(cfg, mcfg, device)
     return InferenceComponents(
         generator=build_generator(cfg, mcfg, device, dtype),
         text_encoder=build_text_encoder(cfg, mcfg, device, dtype),
         vae=build_vae(cfg, device, dtype),
-        descriptor=descriptor,
+        method=method,
     )

@@ -1,4 +1,4 @@
-"""Per-frame retrieval descriptors: `ae` (retrieval encoder), `avg_pool` (spatial mean), `random`."""
+"""Per-frame retrieval descriptors: `ae` (retrieval encoder), `avg_pool` (spatial mean); `random` needs none."""
 from __future__ import annotations
 
 from typing import Protocol
@@ -30,10 +30,3 @@ class EncoderDescriptor:
 class AvgPoolDescriptor:
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         return frames.float().mean(dim=(-2, -1))
-
-
-class NoDescriptor:
-    """`random` retrieval needs no descriptor; an empty vector keeps the bank's bookkeeping uniform."""
-
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        return frames.new_zeros(frames.shape[0], frames.shape[1], 0, dtype=torch.float32)

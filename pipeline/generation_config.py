@@ -81,7 +81,7 @@ class GenerationConfig(RolloutConfig):
             raise ConfigError("lora_ckpt and adapter go together: set both (LoRA file + adapter.rank/alpha) or neither")
         if self.adapter is not None and (self.adapter.rank < 1 or self.adapter.alpha <= 0):
             raise ConfigError(f"adapter.rank must be >= 1 and adapter.alpha > 0, got {self.adapter.rank} / {self.adapter.alpha}")
-        if self.model_kwargs.uses_encoder and self.model_kwargs.ae_ckpt is None and not random_ok:
+        if self.uses_encoder and self.model_kwargs.ae_ckpt is None and not random_ok:
             raise ConfigError("model_kwargs.ae_ckpt is null but compression_method is 'ae'; set it to checkpoints/ae_latent_mem.pt "
                               "(or choose compression_method avg_pool | random)")
         te = self.text_encoder

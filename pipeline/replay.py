@@ -2,31 +2,35 @@
 
     python -m pipeline.replay TRACE.pt [TRACE.pt ...] [--atol 1e-5]
 
-Two checks per trace: (1) call replay: the recorded inputs of every forward call, in order, with
-the recorded retrieval indices; (2) full loop: our own block loop from the recorded initial noise
-with the recorded re-noising draws, comparing final latents (and, for retrieval traces,
-descriptors and retrieved indices). Weights named in the trace's `config.files` are read from
-the trace's folder. Exits 1 when any error exceeds the tolerance.
+Two checks per trace: (1) call replay: the recorded inputs of every forward call, in order, through
+the trace's context method (its own retrieval decisions, flushes and cuts, compared with the
+recorded ones); (2) full loop: our own block loop from the recorded initial noise with the recorded
+re-noising draws, comparing final latents (and, for retrieval traces, descriptors and retrieved
+indices). When `attn_layout_<rollout>.json` lies beside the trace, the attention layout of every
+call (attended frames and their RoPE positions, in order) must equal it exactly. Weights named in
+the trace's `config.files` are read from the trace's folder; the model, config and context method
+are built through pipeline/build.py. Exits 1 when any check fails.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pipeline.build import load_descriptor, load_generator
-from pipeline.descriptors import FrameDescriptor
+from pipeline.build import ContextMethod, build_context_method, load_generator, load_retrieval
 from pipeline.generation_config import AdapterConfig
+from pipeline.prompt_schedule import PromptSchedule
 from pipeline.rollout import CausalRollout, gaussian_noise, generate
-from pipeline.rollout_config import ModelKwargs, RolloutConfig
+from pipeline.rollout_config import METHOD_KEYS, ModelKwargs, RolloutConfig
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig
 
 CPU = torch.device("cpu")
+WINDOW_KEYS = ("local_attn_size", "timestep_shift", "sink_size")
 
 
 @dataclass
@@ -35,6 +39,7 @@ class ReplayReport:
     output_error: float
     descriptor_error: float | None
     selections_match: bool | None
+    layout_mismatches: list[str] | None  # None: no layout file beside the trace
 
     def ok(self, atol: float, descriptor_atol: float) -> bool:
         return (
@@ -42,21 +47,23 @@ class ReplayReport:
             and self.output_error <= atol
             and (self.descriptor_error is None or self.descriptor_error <= descriptor_atol)
             and self.selections_match is not False
+            and not self.layout_mismatches
         )
 
 
-def _known(schema, values: dict) -> dict:
-    """The entries of a trace's flat config dict that are fields of `schema` (None: keep the default)."""
-    names = {f.name for f in dataclasses.fields(schema)}
-    return {k: v for k, v in values.items() if k in names and v is not None}
-
-
-def rollout_config(cfg: dict, folder: Path) -> RolloutConfig:
-    """The trace's settings as our RolloutConfig (the reference stores them flat, we nest model_kwargs)."""
-    mk = ModelKwargs(**_known(ModelKwargs, cfg))
-    if mk.uses_encoder:
+def rollout_config(trace: dict, folder: Path) -> RolloutConfig:
+    """The trace's settings as our RolloutConfig: `mode` names the method; the reference stores the keys
+    flat (writing 0 / None for those its method does not use), we nest model_kwargs."""
+    cfg, method = trace["config"], trace["mode"]
+    keys = WINDOW_KEYS + METHOD_KEYS.get(method, ())
+    mk = ModelKwargs(**{k: v for k, v in cfg.items() if k in keys and v is not None})
+    if "rope_cut_transition_from" in cfg:  # ∞-RoPE traces
+        mk.infrope_cut_position = cfg["rope_cut_transition_from"]
+    rcfg = RolloutConfig(denoising_step_list=list(cfg["denoising_step_list"]), warp_denoising_step=cfg["warp_denoising_step"],
+                         num_frame_per_block=cfg["num_frame_per_block"], context_noise=cfg["context_noise"], method=method,
+                         model_kwargs=mk)
+    if rcfg.uses_encoder:
         mk.ae_ckpt = str(folder / cfg["files"]["ae"])
-    rcfg = RolloutConfig(**_known(RolloutConfig, {**cfg, "denoising_step_list": list(cfg["denoising_step_list"])}), model_kwargs=mk)
     rcfg.validate()
     return rcfg
 
@@ -69,35 +76,67 @@ def build_model(cfg: dict, folder: Path) -> CausalWanModel:
                           lora_ckpt=folder / cfg["files"]["lora"] if lora else None, adapter=adapter)
 
 
-def build_descriptor(rcfg: RolloutConfig, model: CausalWanModel, latent_shape: tuple[int, int, int]) -> FrameDescriptor | None:
+def build_method(rcfg: RolloutConfig, model: CausalWanModel, latent_shape: tuple[int, int, int]) -> ContextMethod:
     if latent_shape[0] != model.cfg.in_dim:
         raise ValueError(f"trace noise has {latent_shape[0]} channels, the model expects in_dim {model.cfg.in_dim}")
-    return load_descriptor(rcfg.model_kwargs, latent_shape, CPU)
+    return build_context_method(rcfg, lambda: load_retrieval(rcfg.model_kwargs, latent_shape, CPU))
 
 
-def replay_calls(model: CausalWanModel, rcfg: RolloutConfig, descriptor: FrameDescriptor | None, trace: dict,
-                 seed: int = 0) -> list[float]:
-    """Feed every recorded call in order; returns the max abs error of each call's x0.
+def trace_prompts(trace: dict, method: ContextMethod) -> tuple[list[torch.Tensor], PromptSchedule]:
+    """Per-segment conditioning and the schedule parsed from the trace's prompt line (one segment if none)."""
+    schedule = method.parse_prompt(trace.get("prompt", ""))
+    embeds = trace.get("scene_prompt_embeds", [trace["prompt_embeds"]])
+    return embeds, schedule
+
+
+def schedule_mismatches(trace: dict, schedule: PromptSchedule) -> list[str]:
+    """Our schedule's per-block scene / flush / cut events against the recorded ones (∞-RoPE traces)."""
+    if "block_scene" not in trace:
+        return []
+    blocks = schedule.blocks(trace["noise"].shape[1], trace["config"]["num_frame_per_block"])
+    ours = [(b.scene, b.boundary, b.cut) for b in blocks]
+    recorded = list(zip(trace["block_scene"], trace["block_flush"], trace["block_scene_cut"]))
+    return [] if ours == recorded else [f"schedule events {ours} != recorded {recorded}"]
+
+
+def layout_mismatches(expected: list[dict], ours: list[dict]) -> list[str]:
+    """Compare per-call queries and keys ([frame, position(, kind)]) with the measured layout."""
+    if len(expected) != len(ours):
+        return [f"{len(ours)} calls, layout file has {len(expected)}"]
+    out = []
+    for i, (e, o) in enumerate(zip(expected, ours)):
+        keys = [[f, p, kind] for f, p, kind, _ in o["keys"]]
+        if e["queries"] != o["queries"] or e["keys"] != keys:
+            out.append(f"call {i}: queries {o['queries']} keys {keys}; measured queries {e['queries']} keys {e['keys']}")
+    return out
+
+
+def replay_calls(model: CausalWanModel, rcfg: RolloutConfig, method: ContextMethod, trace: dict,
+                 seed: int = 0) -> tuple[list[float], list[dict], list]:
+    """Feed every recorded call in order -> (max abs error of each call's x0, layout of each call, retrieval log).
 
     A recache pass with context_noise > 0 draws its noise from a generator seeded with `seed`."""
+    embeds, schedule = trace_prompts(trace, method)
     latent_shape = tuple(trace["noise"].shape[2:])
-    # The recorded retrieval indices replace every decision, so the descriptor's values are never read.
-    rollout = CausalRollout(model, rcfg, trace["prompt_embeds"], latent_shape, trace["noise"].shape[1], descriptor)
+    rollout = CausalRollout(model, rcfg, method.policy, embeds, latent_shape, trace["noise"].shape[1])
+    blocks = schedule.blocks(trace["noise"].shape[1], rcfg.num_frame_per_block)
     noise = gaussian_noise(torch.Generator().manual_seed(seed))
-    errors, attn, steps = [], None, len(rcfg.denoising_step_list)
+    errors, layouts, attn, steps = [], [], None, len(rcfg.denoising_step_list)
     for call in trace["calls"]:
         b = call["block"]
-        if attn is None or attn.layout.current_frames[0] != call["current_start_frame"]:
-            indices = call["memory_indices"]
-            attn = rollout.begin_block(call["current_start_frame"], None if indices is None else torch.tensor(indices))
+        if call["role"] == "denoise" and call["step"] == 0:
+            attn = rollout.begin_block(blocks[b])
         if call["role"] == "denoise":
             x0 = rollout.predict_x0(attn, trace["step_input"][b, call["step"]], trace["step_timestep"][b, call["step"]])
             expected = trace["step_x0"][b, call["step"]]
         else:
-            x0 = rollout.finish_block(attn, trace["step_x0"][b, steps - 1], noise)
+            clean = trace["step_x0"][b, steps - 1]
+            x0, kv = rollout.recache(attn, clean, noise)
+            rollout.end_block(blocks[b], attn, clean, kv)
             expected = trace["recache_x0"][b]
+        layouts.append(attn.context.layout(0))
         errors.append((x0.cpu() - expected).abs().max().item())
-    return errors
+    return errors, layouts, rollout.policy.extras().get("retrieval_log", [])
 
 
 def recorded_noise(trace: dict):
@@ -117,21 +156,30 @@ def is_trace(obj) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "model" in obj["config"]
 
 
+def selections(log: list[dict]) -> list[tuple[int, list]]:
+    return [(e["block_start_frame"], e["selected_pool_indices"]) for e in log]
+
+
 def replay_trace(path: Path, trace: dict) -> ReplayReport:
-    cfg = trace["config"]
-    rcfg = rollout_config(cfg, path.parent)
-    model = build_model(cfg, path.parent)
-    descriptor = build_descriptor(rcfg, model, tuple(trace["noise"].shape[2:]))
-    call_errors = replay_calls(model, rcfg, descriptor, trace)
-    result = generate(model, rcfg, trace["noise"], trace["prompt_embeds"], recorded_noise(trace), descriptor)
+    rcfg = rollout_config(trace, path.parent)
+    model = build_model(trace["config"], path.parent)
+    method = build_method(rcfg, model, tuple(trace["noise"].shape[2:]))
+    call_errors, layouts, call_log = replay_calls(model, rcfg, method, trace)
+    embeds, schedule = trace_prompts(trace, method)
+    result = generate(model, rcfg, trace["noise"], embeds, recorded_noise(trace), method.policy, schedule)
     output_error = (result.latents.cpu() - trace["output"]).abs().max().item()
     descriptor_error = selections_match = None
-    if rcfg.model_kwargs.use_latentmem:
-        descriptor_error = (result.descriptors.cpu() - trace["descriptors"]).abs().max().item()
+    if "descriptors" in result.extras:
+        descriptor_error = (result.extras["descriptors"].cpu() - trace["descriptors"]).abs().max().item()
         expected = [(e["query_frame"], e["selected_pool_indices"]) for e in trace["memory_indices_log"]]
-        ours = [(e["block_start_frame"], e["selected_pool_indices"]) for e in result.retrieval_log]
-        selections_match = expected == ours
-    return ReplayReport(call_errors, output_error, descriptor_error, selections_match)
+        selections_match = expected == selections(result.extras["retrieval_log"]) == selections(call_log)
+    mismatches = schedule_mismatches(trace, schedule)
+    layout_file = path.parent / f"attn_layout_{trace.get('rollout')}.json"
+    if layout_file.is_file():
+        mismatches += layout_mismatches(json.loads(layout_file.read_text())["calls"], layouts)
+    elif not mismatches:
+        mismatches = None
+    return ReplayReport(call_errors, output_error, descriptor_error, selections_match, mismatches)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{max(report.call_errors):.3e}, final latents {report.output_error:.3e}"
             + ("" if report.descriptor_error is None else f", descriptors {report.descriptor_error:.3e}")
             + ("" if report.selections_match is None else f", retrieved indices {'identical' if report.selections_match else 'DIFFER'}")
+            + ("" if report.layout_mismatches is None else
+               f", attention layout {'identical' if not report.layout_mismatches else 'DIFFERS'}")
         )
+        for line in (report.layout_mismatches or [])[:5]:
+            print(f"  {line}")
     if not replayed:
         print("error: none of the given files is a rollout trace", file=sys.stderr)
         return 2

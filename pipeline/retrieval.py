@@ -1,9 +1,16 @@
-"""Top-K retrieval over the history bank with a recency guard."""
+"""Which bank entries a block retrieves: cosine top-K of frame descriptors, or a random choice.
+
+The rule is an object built once (pipeline/build.py) from `compression_method`; the memory calls it
+without knowing which one it holds.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
+
+from pipeline.descriptors import FrameDescriptor
 
 
 @dataclass
@@ -36,3 +43,41 @@ def select_random(batch: int, pool_size: int, recent_exclude: int, k: int, gener
         return None
     picks = [torch.randperm(eligible, generator=generator)[: min(k, eligible)] for _ in range(batch)]
     return Selection(torch.stack(picks), None)
+
+
+class Retrieval(Protocol):
+    name: str  # the config's compression_method, for logs
+
+    def describe(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames: [B, F, C, H, W] clean latents -> descriptors [B, F, D]."""
+
+    def select(self, query: torch.Tensor, pool: torch.Tensor, recent_exclude: int, k: int,
+               generator: torch.Generator) -> Selection | None:
+        """query: [B, D]; pool: [B, P, D] descriptors of the bank -> chosen entries, None if none is eligible."""
+
+
+class TopKRetrieval:
+    """Cosine top-K over descriptors (`ae`: retrieval encoder, `avg_pool`: spatial mean)."""
+
+    def __init__(self, descriptor: FrameDescriptor, name: str):
+        self.descriptor, self.name = descriptor, name
+
+    def describe(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames: [B, F, C, H, W] -> [B, F, D]."""
+        return self.descriptor(frames)
+
+    def select(self, query: torch.Tensor, pool: torch.Tensor, recent_exclude: int, k: int, generator: torch.Generator) -> Selection | None:
+        """query: [B, D]; pool: [B, P, D]."""
+        return select_top_k(query.to(pool.device), pool, recent_exclude, k)
+
+
+class RandomRetrieval:
+    """The paper's random-retrieval ablation; its descriptors are empty vectors (bank bookkeeping stays uniform)."""
+
+    name = "random"
+
+    def describe(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames.new_zeros(frames.shape[0], frames.shape[1], 0, dtype=torch.float32)
+
+    def select(self, query, pool, recent_exclude, k, generator):
+        return select_random(pool.shape[0], pool.shape[1], recent_exclude, k, generator)

@@ -1,8 +1,9 @@
 """The autoregressive block loop (paper Algorithm 1).
 
-For each block of frames: retrieve (latentmem only), assemble the [sink ‖ retrieved ‖ local]
-context, denoise N steps, index the clean frames, move frames leaving the window into the
-history bank, and run the clean recache pass that writes the block into the window cache.
+For each block of frames: the context policy retrieves / evicts / flushes and assembles the block's
+context, N denoising steps run, the clean recache pass computes the block's keys and values, and the
+policy writes them back and indexes the block. Which method fills the context is the policy's
+business (pipeline/context/); the loop is the same for all.
 """
 from __future__ import annotations
 
@@ -13,16 +14,12 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.descriptors import FrameDescriptor
-from pipeline.history_bank import build_history_bank
-from pipeline.retrieval_memory import RetrievalMemory
-from pipeline.rollout_config import ModelKwargs, RolloutConfig
+from pipeline.context.policy import CacheGeometry, ContextPolicy, PolicyFactory, PolicySetup, context_entry
+from pipeline.prompt_schedule import Block, PromptSchedule
+from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
-from utils.dtypes import resolve_dtype
-from wan.block_attention import BlockAttention
-from wan.context_layout import block_layout
+from wan.block_attention import BlockAttention, BlockKV, RecachePass
 from wan.geometry import LatentGeometry
-from wan.kv_cache import FrameKVCache
 from wan.model import CausalWanModel, TextContext
 from wan.rope import Rope3D
 
@@ -37,95 +34,51 @@ def gaussian_noise(generator: torch.Generator) -> NoiseSource:
 @dataclass
 class RolloutResult:
     latents: torch.Tensor  # [B, F, C, H, W] clean latents
-    retrieval_log: list[dict] = field(default_factory=list)
-    descriptors: torch.Tensor | None = None  # [B, F, D] (latentmem only)
+    context_log: list[dict] = field(default_factory=list)  # per block: attended frames and positions
+    extras: dict = field(default_factory=dict)  # method-specific (latentmem: retrieval_log, descriptors, kv_gathers, history_bank)
     ms_per_block: list[float] = field(default_factory=list)
-    kv_gathers: int = 0
-    bank_choice: str = ""  # the history bank's tier, why, and its budget (latentmem only)
 
 
 class CausalRollout:
-    """State of one rollout: window cache, optional retrieval memory, prompt context."""
+    """State of one rollout: the context policy and the text context of every prompt segment."""
 
     def __init__(
         self,
         model: CausalWanModel,
         cfg: RolloutConfig,
-        prompt_embeds: torch.Tensor,
+        policy_factory: PolicyFactory,
+        prompt_embeds: list[torch.Tensor],
         latent_shape: tuple[int, int, int],
         num_frames: int,
-        descriptor: FrameDescriptor | None = None,
-        memory_seed: int = 0,
+        seed: int = 0,
     ):
-        """prompt_embeds: [B, L, text_dim]; latent_shape: (C, H, W) of one latent frame."""
+        """prompt_embeds: one [B, L, text_dim] per prompt segment; latent_shape: (C, H, W) of one latent frame."""
         self.model, self.cfg = model, cfg
         self.device, self.dtype = model.patch_embedding.weight.device, model.compute_dtype
-        mcfg, mk = model.cfg, cfg.model_kwargs
+        mcfg = model.cfg
         self.geometry = LatentGeometry.of(mcfg, latent_shape[1], latent_shape[2])
-        tokens = self.geometry.tokens_per_frame
-        batch = prompt_embeds.shape[0]
-        self.schedule = FlowMatchSchedule(mk.timestep_shift)
+        self.grid_hw = self.geometry.grid_hw
+        self.schedule = FlowMatchSchedule(cfg.model_kwargs.timestep_shift)
         self.step_timesteps = self.schedule.step_timesteps(cfg.denoising_step_list, cfg.warp_denoising_step)
         self.rope = Rope3D(mcfg.head_dim, mcfg.rope_max_positions, self.device)
-        self.cache = FrameKVCache(mcfg.num_layers, batch, mk.local_attn_size, mk.sink_size, tokens, mcfg.num_heads, mcfg.head_dim, self.device, self.dtype)
+        geometry = CacheGeometry(mcfg.num_layers, prompt_embeds[0].shape[0], self.geometry.tokens_per_frame, self.grid_hw,
+                                 mcfg.num_heads, mcfg.head_dim, num_frames, cfg.num_frame_per_block, self.device, self.dtype)
+        self.policy: ContextPolicy = policy_factory(PolicySetup(geometry, self.rope, seed))
         with torch.no_grad():
-            self.text: TextContext = model.encode_text(prompt_embeds.to(self.device))
-        self.num_frames = num_frames
-        self.bank_choice = ""
-        self.memory = self._build_memory(mk, descriptor, batch, num_frames, memory_seed)
+            self.texts: list[TextContext] = [model.encode_text(p.to(self.device)) for p in prompt_embeds]
+        self.text = self.texts[0]
+        self.context_log: list[dict] = []
 
-    def _build_memory(self, mk: ModelKwargs, descriptor: FrameDescriptor | None, batch: int, num_frames: int,
-                      seed: int) -> RetrievalMemory | None:
-        """The retrieval memory of a latentmem run (None for native runs): the one place `use_latentmem` is read."""
-        if not mk.use_latentmem:
-            return None
-        if descriptor is None:
-            raise ValueError(f"use_latentmem with compression_method '{mk.compression_method}' needs a descriptor")
-        mcfg = self.model.cfg
-        bank, self.bank_choice = build_history_bank(
-            mk, mcfg.num_layers, batch, self.geometry.tokens_per_frame, mcfg.num_heads, mcfg.head_dim, num_frames,
-            self.device, resolve_dtype(mk.memory_dtype, self.dtype),
-        )
-        return RetrievalMemory(bank, descriptor, mk.compression_method, mk.memory_size, mk.recent_exclude, seed)
-
-    def close(self) -> None:
-        """Release the history bank's storage (the disk tier's file space)."""
-        if self.memory is not None:
-            self.memory.bank.close()
-
-    def begin_block(self, first_frame: int, pool_indices: torch.Tensor | None = None) -> BlockAttention:
-        """Retrieval decision + context of the block starting at `first_frame`."""
-        mk = self.cfg.model_kwargs
-        retrieved = self.memory.retrieve(first_frame, self.dtype, pool_indices) if self.memory else None
-        layout = block_layout(
-            first_frame, self.cfg.num_frame_per_block, mk.local_attn_size, mk.sink_size,
-            memory_size=mk.reserved_memory_frames,
-            num_retrieved=retrieved.num_frames if retrieved is not None else 0,
-            window_positions=self.memory is not None,
-        )
-        return BlockAttention(self.cache, layout, self.rope, self.geometry.grid_hw, retrieved)
+    def begin_block(self, block: Block) -> BlockAttention:
+        """The block's context (retrieval, eviction, flush: the policy's decisions) and its prompt."""
+        self.text = self.texts[block.scene]
+        return BlockAttention(self.policy.begin_block(block), self.rope, self.grid_hw)
 
     @torch.no_grad()
     def predict_x0(self, attn: BlockAttention, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """One network call. x: [B, nf, C, H, W]; timestep: [B, nf] -> x0 prediction (x's dtype)."""
         flow = self.model(x.to(self.device), timestep.to(self.device), self.text, attn)
         return self.schedule.flow_to_x0(flow, x.to(self.device), timestep)
-
-    @torch.no_grad()
-    def finish_block(self, attn: BlockAttention, x0: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
-        """Index the clean block, bank the frames it displaces, run the recache pass (its output is returned)."""
-        frames = attn.layout.current_frames
-        displaced = self.cache.displaced_by(frames)
-        if self.memory is not None:
-            self.memory.index(x0)
-            if displaced:
-                self.memory.bank_frames(displaced, *self.cache.read_all_layers(displaced))
-            if self.cfg.model_kwargs.memory_prefetch and frames[-1] + 1 < self.num_frames:
-                self.memory.prefetch(frames[-1] + 1, self.dtype)
-        t = torch.full(x0.shape[:2], float(self.cfg.context_noise), device=self.device)
-        x = x0 if self.cfg.context_noise == 0 else self.schedule.renoise(x0, noise(x0.shape).to(x0.device), t)
-        attn.write_cache = True
-        return self.predict_x0(attn, x, t)
 
     @torch.no_grad()
     def denoise_block(self, attn: BlockAttention, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
@@ -138,43 +91,60 @@ class CausalRollout:
                 x = self.schedule.renoise(x0, noise(x0.shape).to(x0.device), torch.full_like(timestep, float(steps[i + 1])))
         return x0
 
+    @torch.no_grad()
+    def recache(self, attn: BlockAttention, x0: torch.Tensor, noise: NoiseSource) -> tuple[torch.Tensor, BlockKV]:
+        """The clean pass at timestep `context_noise` -> (its x0, discarded by the loop; the block's K/V).
+        The policy's work that may overlap it (latentmem: the next block's prefetch) starts first."""
+        t = torch.full(x0.shape[:2], float(self.cfg.context_noise), device=self.device)
+        x = x0 if self.cfg.context_noise == 0 else self.schedule.renoise(x0, noise(x0.shape).to(x0.device), t)
+        self.policy.before_recache(attn.context, x0)
+        recache = RecachePass(attn)
+        return self.predict_x0(recache, x, t), recache.block_kv
+
+    def end_block(self, block: Block, attn: BlockAttention, x0: torch.Tensor, kv: BlockKV) -> None:
+        """Write the block back into the context state and index it (the policy's decisions); log its context."""
+        extra = self.policy.end_block(block, attn.context, x0, kv)
+        self.context_log.append(context_entry(block, attn.context, **extra))
+
 
 def generate(
     model: CausalWanModel,
     cfg: RolloutConfig,
     noise: torch.Tensor,
-    prompt_embeds: torch.Tensor,
+    prompt_embeds: torch.Tensor | list[torch.Tensor],
     renoise: NoiseSource,
-    descriptor: FrameDescriptor | None = None,
-    memory_seed: int = 0,
+    policy_factory: PolicyFactory,
+    schedule: PromptSchedule | None = None,
+    seed: int = 0,
     progress: bool = False,
 ) -> RolloutResult:
-    """Generate all frames of `noise` ([B, F, C, H, W]) block by block."""
+    """Generate all frames of `noise` ([B, F, C, H, W]) block by block.
+
+    prompt_embeds: [B, L, text_dim], or one such tensor per segment of `schedule` (default: one segment).
+    """
     b, num_frames, c, h, w = noise.shape
     nf = cfg.num_frame_per_block
     if num_frames % nf:
         raise ValueError(f"{num_frames} frames is not a multiple of num_frame_per_block {nf}")
-    rollout = CausalRollout(model, cfg, prompt_embeds, (c, h, w), num_frames, descriptor, memory_seed)
+    embeds = [prompt_embeds] if isinstance(prompt_embeds, torch.Tensor) else list(prompt_embeds)
+    schedule = schedule or PromptSchedule.single("")
+    if len(embeds) != len(schedule.segments):
+        raise ValueError(f"{len(embeds)} prompt embeddings for a schedule of {len(schedule.segments)} segments")
+    rollout = CausalRollout(model, cfg, policy_factory, embeds, (c, h, w), num_frames, seed)
     out = torch.empty(noise.shape, dtype=torch.float32, device=rollout.device)
     timings = []
     try:
-        for first in tqdm(range(0, num_frames, nf), desc="blocks", disable=not progress, leave=False):
+        for block in tqdm(schedule.blocks(num_frames, nf), desc="blocks", disable=not progress, leave=False):
             start = time.perf_counter()
-            attn = rollout.begin_block(first)
-            x0 = rollout.denoise_block(attn, noise[:, first : first + nf].to(rollout.device), renoise)
-            out[:, first : first + nf] = x0
-            rollout.finish_block(attn, x0, renoise)
+            first, end = block.frames[0], block.frames[-1] + 1
+            attn = rollout.begin_block(block)
+            x0 = rollout.denoise_block(attn, noise[:, first:end].to(rollout.device), renoise)
+            out[:, first:end] = x0
+            _, kv = rollout.recache(attn, x0, renoise)
+            rollout.end_block(block, attn, x0, kv)
             if rollout.device.type == "cuda":
                 torch.cuda.synchronize(rollout.device)
             timings.append((time.perf_counter() - start) * 1000)
     finally:
-        rollout.close()
-    memory = rollout.memory
-    return RolloutResult(
-        latents=out,
-        retrieval_log=memory.log if memory else [],
-        descriptors=memory.descriptors() if memory else None,
-        ms_per_block=timings,
-        kv_gathers=memory.bank.num_gathers if memory else 0,
-        bank_choice=rollout.bank_choice,
-    )
+        rollout.policy.close()
+    return RolloutResult(latents=out, context_log=rollout.context_log, extras=rollout.policy.extras(), ms_per_block=timings)

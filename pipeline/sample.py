@@ -30,8 +30,10 @@ def initial_noise(seed: int, cfg: GenerationConfig, channels: int) -> tuple[torc
 
 
 def sample_video(prompt: str, seed: int, cfg: GenerationConfig, parts: InferenceComponents, progress: bool) -> RolloutResult:
-    """The block loop on one prompt; result.latents: [1, F, C, H, W] on the compute device."""
+    """The block loop on one prompt line (one segment, or the method's multi-scene syntax);
+    result.latents: [1, F, C, H, W] on the compute device."""
     noise, gen = initial_noise(seed, cfg, parts.generator.cfg.in_dim)
-    prompt_embeds = parts.text_encoder.encode([prompt])  # [1, text_len, text_dim]
-    return generate(parts.generator, cfg, noise, prompt_embeds, gaussian_noise(gen), parts.descriptor,
-                    memory_seed=seed, progress=progress)
+    schedule = parts.method.parse_prompt(prompt)
+    prompt_embeds = [parts.text_encoder.encode([text]) for text in schedule.prompts]  # each [1, text_len, text_dim]
+    return generate(parts.generator, cfg, noise, prompt_embeds, gaussian_noise(gen), parts.method.policy, schedule,
+                    seed=seed, progress=progress)

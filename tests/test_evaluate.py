@@ -35,8 +35,8 @@ def make_run(folder: Path, latentmem: bool, stems=("0000-0", "0001-0"), frames=1
         torch.save(torch.randn(frames, 16, 8, 8, generator=torch.Generator().manual_seed(seed * 10 + i)),
                    folder / f"{stem}.latents.pt")
         if latentmem:
-            blocks = [{"query_frame": q, "selected_frames": [[1, 2]], "similarities": [[0.9, 0.8]]} for q in (8, 11)]
-            (folder / f"{stem}.retrieval.json").write_text(json.dumps({"blocks": blocks}))
+            blocks = [{"retrieval": {"query_frame": q, "selected_frames": [[1, 2]], "similarities": [[0.9, 0.8]]}} for q in (8, 11)]
+            (folder / f"{stem}.context.json").write_text(json.dumps({"blocks": blocks}))
     summary = {"label": "RANDOM-WEIGHT DEMO: test", "config": demo_config(latentmem, frames),
                "videos": [{"stem": s} for s in stems]}
     (folder / "summary.json").write_text(json.dumps(summary))

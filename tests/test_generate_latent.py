@@ -93,7 +93,7 @@ def test_real_config_has_the_reference_settings():
     assert (cfg.generator_ckpt, cfg.lora_ckpt) == ("checkpoints/longlive_base.pt", "checkpoints/longlive_lora.pt")
     assert (cfg.adapter.rank, cfg.adapter.alpha, cfg.use_ema) == (256, 256.0, False)
     mk = cfg.model_kwargs
-    assert (mk.sink_size, mk.local_attn_size, mk.use_latentmem, cfg.num_frame_per_block) == (3, 12, False, 3)
+    assert (mk.sink_size, mk.local_attn_size, cfg.method, cfg.num_frame_per_block) == (3, 12, "native", 3)
     assert (cfg.num_output_frames, cfg.latent_height, cfg.latent_width) == (90, 60, 104)
     assert cfg.denoising_step_list == [1000, 750, 500, 250] and cfg.warp_denoising_step
     assert cfg.data_path == "checkpoints/vidprom_filtered_extended.txt" and cfg.prompts is None
@@ -433,10 +433,11 @@ def test_corpus_trains_the_ae_whose_checkpoint_drives_latentmem_inference(refere
     assert "retrieval encoder" not in run["random_weight_components"]
     assert run["config"]["model_kwargs"]["ae_ckpt"] == str(ae_dir / "best.pt")
     # the logged similarities are those of the trained encoder on the generated frames
-    log = json.loads((videos / "0000-0.retrieval.json").read_text())
+    log = json.loads((videos / "0000-0.context.json").read_text())
     embeddings = ae.encode(torch.load(videos / "0000-0.latents.pt", weights_only=True))  # [F, D]
-    assert log["blocks"]
-    for block in log["blocks"]:
+    decisions = [b["retrieval"] for b in log["blocks"] if b["retrieval"] is not None]
+    assert decisions
+    for block in decisions:
         (selected,), (similarities,) = block["selected_frames"], block["similarities"]
         expected = embeddings[selected] @ embeddings[block["query_frame"]]
         assert torch.allclose(torch.tensor(similarities), expected, atol=1e-4)

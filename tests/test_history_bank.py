@@ -169,7 +169,7 @@ def test_prefetched_gather_equals_plain_gather(tmp_path):
 
 def test_build_history_bank_sizes_the_budget_in_frames():
     # one frame: 2 x 3 layers x 4 tokens x 2 heads x 6 dims x 4 bytes = 1152 bytes per sample
-    cfg = ModelKwargs(use_latentmem=True, memory_device="cpu", memory_budget_gb=20.5 * 1152 / 1e9)
+    cfg = ModelKwargs(memory_device="cpu", memory_budget_gb=20.5 * 1152 / 1e9)
     bank, choice = build_history_bank(cfg, 3, 1, 4, 2, 6, 100, torch.device("cpu"), torch.float32)
     assert bank.max_frames == 20 and bank.bytes_per_frame() == 1152
     assert "budget 20 frames" in choice and "host" in choice
@@ -178,6 +178,6 @@ def test_build_history_bank_sizes_the_budget_in_frames():
 
 
 def test_budget_below_the_recency_guard_is_a_config_error():
-    cfg = ModelKwargs(use_latentmem=True, memory_budget_gb=5.5 * 1152 / 1e9, recent_exclude=5)
+    cfg = ModelKwargs(memory_budget_gb=5.5 * 1152 / 1e9, recent_exclude=5)
     with pytest.raises(ConfigError, match="recent_exclude 5"):
         build_history_bank(cfg, 3, 1, 4, 2, 6, 100, torch.device("cpu"), torch.float32)

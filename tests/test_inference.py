@@ -30,11 +30,11 @@ def stems(folder: Path) -> list[str]:
     return sorted(p.name.removesuffix(".json") for p in folder.glob("[0-9]*-[0-9].json"))
 
 
-def check_recency_guard(log: dict) -> None:
+def check_recency_guard(blocks: list[dict], k: int, r: int, sink: int) -> None:
     """Every retrieved frame is an eligible bank entry: banked, outside the R newest, at most K, no repeats."""
-    sink, k, r = log["sink_size"], log["memory_size"], log["recent_exclude"]
-    assert log["blocks"], "the latentmem demo runs retrieve in their last blocks"
-    for block in log["blocks"]:
+    decisions = [b["retrieval"] for b in blocks if b["retrieval"] is not None]
+    assert decisions, "a 24-frame latentmem demo retrieves in its last blocks"
+    for block in decisions:
         assert block["num_eligible"] == block["num_banked"] - r
         (frames,), (similarities,) = block["selected_frames"], block["similarities"]
         assert len(frames) == min(k, block["num_eligible"]) == len(set(frames))
@@ -43,7 +43,18 @@ def check_recency_guard(log: dict) -> None:
         assert similarities == sorted(similarities, reverse=True)
 
 
-@pytest.mark.parametrize("method", ["native", "latentmem"])
+def check_context_log(log: dict, method: str, num_frames: int) -> None:
+    """One entry per block; the attended keys (plus the block) never exceed the window's tokens."""
+    blocks = log["blocks"]
+    assert log["method"] == method and [b["first_frame"] for b in blocks] == list(range(0, num_frames, 3))
+    tokens_per_frame = 16
+    for block in blocks:
+        attended = sum(tokens for _, _, tokens in block["keys"]) + tokens_per_frame * len(block["queries"])
+        assert attended <= log["window"] * tokens_per_frame
+        assert all(frame is None or frame < block["first_frame"] for frame, _, _ in block["keys"])
+
+
+@pytest.mark.parametrize("method", ["native", "latentmem", "infrope", "deepforcing"])
 def test_demo_end_to_end(method, tmp_path):
     out = tmp_path / method
     result = run(["bash", "inference.sh", "demo", method, f"output_folder={out}", f"num_output_frames={DEMO_FRAMES}"])
@@ -52,7 +63,8 @@ def test_demo_end_to_end(method, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["label"].startswith("RANDOM-WEIGHT DEMO")
     assert summary["num_generated"] == 2 and summary["world_size"] == 1 and summary["dtype"] == "float32"
-    assert summary["config"]["model_kwargs"]["use_latentmem"] == (method == "latentmem")
+    assert summary["config"]["method"] == method
+    mk = summary["config"]["model_kwargs"]
     for stem in ("0000-0", "0001-0"):
         frames = read_video(out / f"{stem}.mp4")
         assert frames.shape == (1 + 4 * (DEMO_FRAMES - 1), 64, 64, 3)
@@ -62,11 +74,19 @@ def test_demo_end_to_end(method, tmp_path):
         record = json.loads((out / f"{stem}.json").read_text())
         assert record["num_video_frames"] == frames.shape[0]
         assert len(record["ms_per_block"]) == DEMO_FRAMES // 3
-        has_log = (out / f"{stem}.retrieval.json").exists()
-        assert has_log == (out / f"{stem}.retrieval.png").exists() == (method == "latentmem")
-        if has_log:
-            check_recency_guard(json.loads((out / f"{stem}.retrieval.json").read_text()))
-            assert imageio.imread(out / f"{stem}.retrieval.png").ndim == 3
+        assert record["files"] == [f"{stem}.mp4", f"{stem}.latents.pt", f"{stem}.context.json", f"{stem}.context.png", f"{stem}.json"]
+        log = json.loads((out / f"{stem}.context.json").read_text())
+        check_context_log(log, method, DEMO_FRAMES)
+        assert imageio.imread(out / f"{stem}.context.png").ndim == 3
+        if method == "latentmem":
+            check_recency_guard(log["blocks"], mk["memory_size"], mk["recent_exclude"], mk["sink_size"])
+    if method == "infrope":  # the first demo prompt has scenes of 4 blocks: the cache is flushed before block 4
+        log = json.loads((out / "0000-0.context.json").read_text())
+        assert [b["flush"] for b in log["blocks"]] == [i == 4 for i in range(DEMO_FRAMES // 3)]
+        assert [b["scene"] for b in log["blocks"]] == [0] * 4 + [1] * 4
+    if method == "deepforcing":  # compressed from block 4 on: some frames are attended only in part
+        log = json.loads((out / "0000-0.context.json").read_text())
+        assert any(tokens < 16 for b in log["blocks"][4:] for _, _, tokens in b["keys"])
     assert not list(out.glob(".*tmp*"))
 
 
@@ -107,8 +127,8 @@ def test_two_torchrun_processes_write_each_video_once_and_match_one_process(tmp_
         a = torch.load(tmp_path / "one" / f"{stem}.latents.pt", weights_only=True)
         b = torch.load(tmp_path / "two" / f"{stem}.latents.pt", weights_only=True)
         assert torch.allclose(a, b, atol=1e-5), stem
-        logs = [json.loads((tmp_path / name / f"{stem}.retrieval.json").read_text()) for name in ("one", "two")]
-        assert [b["selected_frames"] for b in logs[0]["blocks"]] == [b["selected_frames"] for b in logs[1]["blocks"]]
+        logs = [json.loads((tmp_path / name / f"{stem}.context.json").read_text()) for name in ("one", "two")]
+        assert [b["keys"] for b in logs[0]["blocks"]] == [b["keys"] for b in logs[1]["blocks"]]
     # different prompts get different noise
     first = torch.load(tmp_path / "one" / "0000-0.latents.pt", weights_only=True)
     second = torch.load(tmp_path / "one" / "0001-0.latents.pt", weights_only=True)
@@ -148,7 +168,7 @@ def test_script_names_valid_choices(tmp_path):
     assert bad.returncode == 2 and "unknown backbone 'wan22'" in bad.stderr
     assert "causal_forcing self_forcing longlive demo" in bad.stderr
     bad = run(["bash", "inference.sh", "demo", "rag"], check=False)
-    assert bad.returncode == 2 and "unknown method 'rag'; valid methods: native latentmem" in bad.stderr
+    assert bad.returncode == 2 and "unknown method 'rag'; valid methods: native latentmem infrope deepforcing" in bad.stderr
     assert "--config" in run([sys.executable, "inference.py", "--help"]).stdout
 
 

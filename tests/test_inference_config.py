@@ -11,7 +11,7 @@ from utils.seeding import may_use_random_weights
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BACKBONES = ("causal_forcing", "self_forcing", "longlive")
-METHODS = ("native", "latentmem")
+METHODS = ("native", "latentmem", "infrope", "deepforcing")
 DEMO = CONFIGS / "demo_latentmem.yaml"
 
 
@@ -28,8 +28,10 @@ def test_real_config_validates_with_reference_settings(backbone, method):
     latentmem = method == "latentmem"
     assert (cfg.num_frame_per_block, cfg.denoising_step_list, cfg.warp_denoising_step, cfg.context_noise) == (
         3, [1000, 750, 500, 250], True, 0)
+    # the paper's budget for every method; the method-specific options at their defaults
+    assert cfg.method == method
     assert cfg.model_kwargs == ModelKwargs(
-        local_attn_size=12, timestep_shift=5.0, sink_size=1, use_latentmem=latentmem, memory_size=6, recent_exclude=5,
+        local_attn_size=12, timestep_shift=5.0, sink_size=1, memory_size=6, recent_exclude=5,
         compression_method="ae", ae_ckpt="checkpoints/ae_latent_mem.pt" if latentmem else None,
     )
     assert (cfg.model_preset, cfg.num_output_frames, cfg.seed, cfg.num_samples) == ("wan2.1-t2v-1.3b", 120, 0, 1)
@@ -59,7 +61,7 @@ def test_demo_config_is_tiny_random_and_long_enough_to_retrieve(method):
     # first with more than R = 5 banked entries; 30 frames give retrieval in blocks 6..9.
     assert (mk.local_attn_size, mk.sink_size, mk.recent_exclude, cfg.num_frame_per_block) == (12, 1, 5, 3)
     assert cfg.num_output_frames == 30
-    assert cfg.model_kwargs.use_latentmem == (method == "latentmem")
+    assert cfg.method == method
 
 
 def test_overrides_reach_nested_keys_and_convert_types():
@@ -80,7 +82,14 @@ def test_defaults_plus_overrides_need_no_file():
         (["memory_sise=3"], ["memory_sise"]),
         (["model_kwargs.memory_sise=3"], ["model_kwargs.memory_sise"]),
         (["num_output_frames=many"], ["num_output_frames", "many"]),
-        (["model_kwargs.use_latentmem=perhaps"], ["model_kwargs.use_latentmem"]),
+        (["model_kwargs.use_latentmem=true"], ["model_kwargs.use_latentmem"]),
+        (["method=rag"], ["method 'rag'", "native", "deepforcing"]),
+        (["method=native", "model_kwargs.memory_size=4"], ["model_kwargs.memory_size is a latentmem option", "'native'"]),
+        (["model_kwargs.df_score=entropy"], ["model_kwargs.df_score is a deepforcing option"]),
+        (["method=deepforcing", "model_kwargs.ae_ckpt=null", "model_kwargs.df_score=entropy"], ["df_score 'entropy'"]),
+        (["method=deepforcing", "model_kwargs.ae_ckpt=null", "model_kwargs.df_recent=9"], ["leaves -1 frames for compressed"]),
+        (["method=infrope", "model_kwargs.ae_ckpt=null", "model_kwargs.infrope_cut_position=5"], ["infrope_cut_position 5"]),
+        (["method=deepforcing", "model_kwargs.df_score_queries=clean", "model_kwargs.df_recent=0"], ["needs clean frames"]),
         (["num_output_frames=31"], ["num_output_frames 31", "num_frame_per_block 3"]),
         (["model_kwargs.memory_size=11"], ["local_attn_size 12", "sink_size 1", "memory_size 11"]),
         (["model_kwargs.memory_size=0"], ["memory_size"]),
@@ -122,3 +131,15 @@ def test_read_prompts_skips_blank_lines_and_names_missing_file(tmp_path):
     cfg = load_inference_config(DEMO, [f"data_path={tmp_path / 'absent.txt'}", "prompts=null"])
     with pytest.raises(MissingAssetError, match="absent.txt.*\n.*python -m utils.download"):
         read_prompts(cfg)
+
+
+def test_every_grid_config_composes_its_backbones_native_config():
+    for backbone in BACKBONES + ("demo",):
+        native = load_inference_config(CONFIGS / f"{backbone}_native.yaml")
+        for method in METHODS[1:]:
+            text = (CONFIGS / f"{backbone}_{method}.yaml").read_text()
+            assert f"base: {backbone}_native.yaml" in text
+            cfg = load_inference_config(CONFIGS / f"{backbone}_{method}.yaml")
+            differs = {k for k in vars(native) if getattr(cfg, k) != getattr(native, k)}
+            allowed = {"method", "output_folder", "model_kwargs"} | ({"prompts"} if method == "infrope" else set())
+            assert differs <= allowed, (backbone, method, differs)

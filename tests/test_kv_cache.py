@@ -22,9 +22,13 @@ def tiny_cache(sink_size: int, window: int = WINDOW) -> FrameKVCache:
     return FrameKVCache(LAYERS, 1, window, sink_size, 1, 1, HEAD_DIM, "cpu", torch.float32)
 
 
-def write_block(cache: FrameKVCache, frames: tuple[int, ...]) -> None:
+def write_block(cache: FrameKVCache, frames: tuple[int, ...]) -> list[int]:
+    """Admit a block and write it; -> the frames it evicted."""
+    evicted = [cache.frame_at(s) for s in cache.overflow(len(frames))]
+    slots = cache.admit(frames)
     for layer in range(LAYERS):
-        cache.write(layer, frames, *frame_kv(layer, frames))
+        cache.write(layer, slots, *frame_kv(layer, frames))
+    return evicted
 
 
 def cache_after_each_block(rollout: str) -> list[tuple[tuple[int, ...], list[int], list[int]]]:
@@ -42,59 +46,67 @@ def test_cache_holds_the_measured_frames_after_every_block(rollout, sink_size):
     cache = tiny_cache(sink_size)
     held, pool = [], []
     for frames, expected_held, expected_pool in cache_after_each_block(rollout):
-        displaced = cache.displaced_by(frames)
-        # the frames overwritten are exactly the ones the reference dropped (native) or banked (latentmem),
+        evicted = write_block(cache, frames)
+        # the frames evicted are exactly the ones the reference dropped (native) or banked (latentmem),
         # oldest first, and never a sink frame
-        assert displaced == sorted(set(held) - set(expected_held))
+        assert evicted == sorted(set(held) - set(expected_held))
         if rollout.startswith("latentmem"):
-            assert expected_pool == pool + displaced
-        assert all(f >= sink_size for f in displaced)
-        write_block(cache, frames)
+            assert expected_pool == pool + evicted
+        assert all(f >= sink_size for f in evicted)
         held, pool = expected_held, expected_pool
+        assert sorted(cache.frames) == sorted(held)
         for layer in range(LAYERS):
-            k, v = cache.read(layer, held)
+            k, v = cache.read(layer, cache.slots_of(held))
             expected_k, expected_v = frame_kv(layer, tuple(held))
             assert torch.equal(k, expected_k) and torch.equal(v, expected_v)
         for gone in set(range(frames[-1] + 1)) - set(held):
             with pytest.raises(KeyError, match=f"frame {gone} is not in the window cache"):
-                cache.read(0, [gone])
+                cache.slots_of([gone])
     assert held[:sink_size] == list(range(sink_size))
 
 
-def test_sink_survives_long_rollouts_and_ring_keeps_the_newest_frames():
+def test_sink_survives_long_rollouts_and_logical_order_is_oldest_first():
     cache = tiny_cache(sink_size=2, window=7)
     for first in range(0, 60, 3):
         write_block(cache, (first, first + 1, first + 2))
-    k, _ = cache.read(1, [0, 1, 55, 56, 57, 58, 59])
+    assert cache.frames == [0, 1, 55, 56, 57, 58, 59]
+    k, _ = cache.read(1, list(range(7)))
     assert k[0, :, 0, 0].tolist() == [1000.0, 1001.0, 1055.0, 1056.0, 1057.0, 1058.0, 1059.0]
-    assert cache.displaced_by((60, 61, 62)) == [55, 56, 57]
+    assert [cache.frame_at(s) for s in cache.overflow(3)] == [55, 56, 57]
 
 
-def test_read_all_layers_returns_every_layer_of_the_requested_frames():
+def test_read_all_layers_returns_every_layer_of_the_requested_slots():
     cache = tiny_cache(sink_size=1)
     for first in range(0, 15, 3):
         write_block(cache, (first, first + 1, first + 2))
-    k, v = cache.read_all_layers([7, 4])
+    k, v = cache.read_all_layers(cache.slots_of([7, 4]))
     assert k.shape == (LAYERS, 1, 2, 1, 1, HEAD_DIM)
     assert k[:, 0, :, 0, 0, 0].tolist() == [[7.0, 4.0], [1007.0, 1004.0]]
     assert torch.equal(v, -k)
 
 
-def test_reading_a_frame_never_written_raises():
-    cache = tiny_cache(sink_size=1)
+def test_copy_and_truncate_keep_stale_slots_readable_like_the_official_flush():
+    cache = tiny_cache(sink_size=1, window=6)
+    for first in range(0, 9, 3):
+        write_block(cache, (first, first + 1, first + 2))
+    assert cache.frames == [0, 4, 5, 6, 7, 8]
+    cache.copy([4, 5], [1, 2])  # the last two slots into slots 1, 2
+    cache.truncate(3)
+    assert cache.frames == [0, 7, 8]
+    assert cache.read(0, [0, 1, 2])[0][0, :, 0, 0].tolist() == [0.0, 7.0, 8.0]
+    # slots past the valid length keep their data until the next block overwrites them
+    assert cache.read(0, [3, 4, 5])[0][0, :, 0, 0].tolist() == [6.0, 7.0, 8.0]
+    write_block(cache, (9, 10, 11))
+    assert cache.frames == [0, 7, 8, 9, 10, 11]
+    assert cache.read(1, list(range(6)))[0][0, :, 0, 0].tolist() == [1000.0, 1007.0, 1008.0, 1009.0, 1010.0, 1011.0]
+
+
+def test_never_written_slots_read_as_zeros_and_a_block_larger_than_the_window_raises():
+    cache = tiny_cache(sink_size=1, window=6)
     write_block(cache, (0, 1, 2))
-    with pytest.raises(KeyError, match=r"frame 3 is not in the window cache \(slot 3 holds None\)"):
-        cache.read(0, [0, 3])
-
-
-def test_frames_become_readable_once_the_last_layer_is_written():
-    """A block's K/V are written layer by layer within one call; the frame counts as cached after the last layer."""
-    cache = tiny_cache(sink_size=1)
-    cache.write(0, (0, 1, 2), *frame_kv(0, (0, 1, 2)))
-    with pytest.raises(KeyError):
-        cache.read(0, [0])
-    cache.write(1, (0, 1, 2), *frame_kv(1, (0, 1, 2)))
-    assert cache.read(0, [2])[0][0, 0, 0, 0].item() == 2.0
+    assert cache.frame_at(5) is None and cache.read(0, [5])[0].abs().sum() == 0
+    with pytest.raises(ValueError, match="7 frames do not fit a window of 6 with a sink of 1"):
+        cache.overflow(7)
 
 
 @pytest.mark.parametrize("sink_size", [-1, 12, 13])

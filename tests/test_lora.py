@@ -9,10 +9,8 @@ from peft.tuners.lora import LoraLayer
 from conftest import FIXTURES, load_fixture
 from pipeline.scheduler import FlowMatchSchedule
 from utils.assets import RAG_DOWNLOAD, MissingAssetError
-from wan.block_attention import BlockAttention
+from wan.block_attention import BlockAttention, BlockContext
 from wan.checkpoint import CheckpointMismatchError, load_backbone_checkpoint
-from wan.context_layout import block_layout
-from wan.kv_cache import FrameKVCache
 from wan.lora import LORA_TARGET_MODULES, apply_lora
 from wan.model import CausalWanModel
 from wan.model_config import model_preset
@@ -30,9 +28,8 @@ def base_model() -> CausalWanModel:
 def first_call_x0(model: CausalWanModel, trace: dict) -> torch.Tensor:
     """x0 of the rollout's first denoising call (block 0 attends only itself)."""
     cfg = model.cfg
-    cache = FrameKVCache(cfg.num_layers, 1, 12, 1, 16, cfg.num_heads, cfg.head_dim, "cpu", torch.float32)
-    layout = block_layout(0, 3, window=12, sink_size=1, memory_size=0, num_retrieved=0, window_positions=False)
-    attn = BlockAttention(cache, layout, Rope3D(cfg.head_dim, cfg.rope_max_positions), (4, 4))
+    context = BlockContext((0, 1, 2), [], [0, 1, 2], [0, 1, 2])
+    attn = BlockAttention(context, Rope3D(cfg.head_dim, cfg.rope_max_positions), (4, 4))
     x, t = trace["step_input"][0, 0], trace["step_timestep"][0, 0]
     with torch.no_grad():
         flow = model(x, t, model.encode_text(trace["prompt_embeds"]), attn)

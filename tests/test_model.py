@@ -8,11 +8,9 @@ import torch
 
 from conftest import FIXTURES, load_fixture
 from pipeline.scheduler import FlowMatchSchedule
-from wan.block_attention import BlockAttention
+from wan.block_attention import BlockAttention, BlockContext
 from wan.checkpoint import load_backbone_checkpoint
-from wan.context_layout import block_layout
 from wan.geometry import LatentGeometry
-from wan.kv_cache import FrameKVCache
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig, model_preset
 from wan.rope import Rope3D
@@ -20,13 +18,12 @@ from wan.rope import Rope3D
 BACKBONE_SOURCES = ["model.py", "rope.py", "kv_cache.py", "context_layout.py", "block_attention.py", "checkpoint.py", "lora.py"]
 
 
-def block_attention(model: CausalWanModel, batch: int, first_frame: int, num_frames: int, latent_hw: tuple[int, int]) -> BlockAttention:
-    """Context of one native block (window 12, sink 1) on a fresh, empty cache."""
-    cfg = model.cfg
-    grid = LatentGeometry.of(cfg, *latent_hw).grid_hw
-    cache = FrameKVCache(cfg.num_layers, batch, 12, 1, grid[0] * grid[1], cfg.num_heads, cfg.head_dim, "cpu", torch.float32)
-    layout = block_layout(first_frame, num_frames, window=12, sink_size=1, memory_size=0, num_retrieved=0, window_positions=False)
-    return BlockAttention(cache, layout, Rope3D(cfg.head_dim, cfg.rope_max_positions), grid)
+def first_block_attention(model: CausalWanModel, num_frames: int, latent_hw: tuple[int, int]) -> BlockAttention:
+    """The first block of a video: it attends only itself, at positions 0 .. num_frames - 1."""
+    positions = list(range(num_frames))
+    context = BlockContext(tuple(positions), [], positions, positions)
+    grid = LatentGeometry.of(model.cfg, *latent_hw).grid_hw
+    return BlockAttention(context, Rope3D(model.cfg.head_dim, model.cfg.rope_max_positions), grid)
 
 
 def test_full_size_model_matches_manifest_name_by_name_shape_by_shape():
@@ -63,8 +60,8 @@ def test_demo_forward_gives_block_shape_and_batch_rows_are_independent(latent_hw
     x = torch.randn(2, 3, 16, *latent_hw)  # [B, F, C, H, W]
     timestep = torch.tensor([[1000.0] * 3, [500.0] * 3])
     with torch.no_grad():
-        out = model(x, timestep, model.encode_text(prompt), block_attention(model, 2, 0, 3, latent_hw))
-        second = model(x[1:], timestep[1:], model.encode_text(prompt[1:]), block_attention(model, 1, 0, 3, latent_hw))
+        out = model(x, timestep, model.encode_text(prompt), first_block_attention(model, 3, latent_hw))
+        second = model(x[1:], timestep[1:], model.encode_text(prompt[1:]), first_block_attention(model, 3, latent_hw))
     assert out.shape == (2, 3, 16, *latent_hw) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
     assert (out[1:] - second).abs().max() < 1e-5
@@ -81,7 +78,7 @@ def test_first_block_call_matches_reference_x0(role):
     else:
         x, timestep, expected = trace["step_x0"][0, -1], trace["recache_timestep_tensor"][0], trace["recache_x0"][0]
     with torch.no_grad():
-        flow = model(x, timestep, model.encode_text(trace["prompt_embeds"]), block_attention(model, 1, 0, 3, (8, 8)))
+        flow = model(x, timestep, model.encode_text(trace["prompt_embeds"]), first_block_attention(model, 3, (8, 8)))
     x0 = FlowMatchSchedule(5.0).flow_to_x0(flow, x, timestep)
     assert (x0 - expected).abs().max() < 1e-5
 

@@ -1,11 +1,16 @@
 """`python -m pipeline.replay` on the reference traces and on a trace of another configuration."""
+import json
 import shutil
 
+import pytest
 import torch
 
 from conftest import FIXTURES, load_fixture
+from pipeline.build import build_context_method
 from pipeline.descriptors import AvgPoolDescriptor
+from pipeline.prompt_schedule import PromptSchedule
 from pipeline.replay import main
+from pipeline.retrieval import TopKRetrieval
 from pipeline.rollout import CausalRollout, gaussian_noise
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from wan.model import CausalWanModel
@@ -16,6 +21,29 @@ def test_replay_passes_on_reference_traces(capsys):
     assert main([str(FIXTURES / "gen_native_sink3.pt"), str(FIXTURES / "gen_latentmem_avgpool.pt")]) == 0
     out = capsys.readouterr().out
     assert out.count("PASS") == 2 and "retrieved indices identical" in out
+
+
+@pytest.mark.parametrize("name", ["gen_single_sink1.pt", "gen_switch_sink1.pt", "gen_switch_w12_sink1.pt"])
+def test_replay_reproduces_the_official_infrope_traces_and_their_layout(name, capsys):
+    assert main([str(FIXTURES / "infrope" / name), "--atol", "1e-4"]) == 0
+    out = capsys.readouterr().out
+    assert f"PASS {name}" in out and "attention layout identical" in out
+
+
+def test_replay_fails_when_the_attention_layout_differs(tmp_path, capsys):
+    folder = tmp_path / "infrope"  # the trace names its weights as ../gen_generator.pt
+    folder.mkdir()
+    for name in ("gen_switch_sink1.pt", "attn_layout_switch_sink1.json"):
+        shutil.copy(FIXTURES / "infrope" / name, folder)
+    shutil.copy(FIXTURES / "gen_generator.pt", tmp_path)
+    layout_file = folder / "attn_layout_switch_sink1.json"
+    layout = json.loads(layout_file.read_text())
+    layout["calls"][40]["queries"][0][1] += 1  # block 8 (after the cut): 24@45 -> 24@46
+    layout_file.chmod(0o644)
+    layout_file.write_text(json.dumps(layout))
+    assert main([str(folder / "gen_switch_sink1.pt")]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL gen_switch_sink1.pt" in out and "attention layout DIFFERS" in out and "call 40:" in out
 
 
 def test_replay_fails_on_a_corrupted_trace(tmp_path, capsys):
@@ -35,11 +63,13 @@ def record_trace(model_cfg: dict, rcfg: RolloutConfig, latent_shape, num_frames:
     noise = torch.randn(1, num_frames, *latent_shape, generator=g)
     prompt = torch.randn(1, 5, model_cfg["text_dim"], generator=g)
     nf, steps, mk = rcfg.num_frame_per_block, len(rcfg.denoising_step_list), rcfg.model_kwargs
-    rollout = CausalRollout(model, rcfg, prompt, latent_shape, num_frames, AvgPoolDescriptor())
+    policy = build_context_method(rcfg, lambda: TopKRetrieval(AvgPoolDescriptor(), "avg_pool")).policy
+    rollout = CausalRollout(model, rcfg, policy, [prompt], latent_shape, num_frames)
     calls, inputs, timesteps, x0s, renoise, recache = [], [], [], [], [], []
-    for b, first in enumerate(range(0, num_frames, nf)):
-        attn = rollout.begin_block(first)
-        log = rollout.memory.log if rollout.memory else []
+    for block in PromptSchedule.single("").blocks(num_frames, nf):
+        b, first = block.index, block.frames[0]
+        attn = rollout.begin_block(block)
+        log = rollout.policy.memory.log
         indices = log[-1]["selected_pool_indices"] if log and log[-1]["block_start_frame"] == first else None
         x = noise[:, first : first + nf]
         block_in, block_t, block_x0, block_eps = [], [], [], []
@@ -53,23 +83,26 @@ def record_trace(model_cfg: dict, rcfg: RolloutConfig, latent_shape, num_frames:
                 block_eps.append(eps)
                 x = rollout.schedule.renoise(x0, eps, torch.full_like(ts, float(rollout.step_timesteps[i + 1])))
         calls.append({"block": b, "role": "recache", "step": -1, "current_start_frame": first, "memory_indices": indices})
-        recache.append(rollout.finish_block(attn, x0, gaussian_noise(g)))
+        x0_recache, kv = rollout.recache(attn, x0, gaussian_noise(g))
+        rollout.end_block(block, attn, x0, kv)
+        recache.append(x0_recache)
         inputs.append(torch.stack(block_in)), timesteps.append(torch.stack(block_t)), x0s.append(torch.stack(block_x0)), renoise.append(torch.stack(block_eps))
     step_x0 = torch.stack(x0s)
     trace = {
         "config": {
             "model": model_cfg, "num_frame_per_block": nf, "local_attn_size": mk.local_attn_size, "sink_size": mk.sink_size,
             "memory_size": mk.memory_size, "recent_exclude": mk.recent_exclude, "compression_method": mk.compression_method,
-            "use_latentmem": mk.use_latentmem, "denoising_step_list": rcfg.denoising_step_list, "warp_denoising_step": True,
+            "denoising_step_list": rcfg.denoising_step_list, "warp_denoising_step": True,
             "timestep_shift": mk.timestep_shift, "context_noise": 0, "lora": None, "files": {"generator": "gen.pt"},
         },
-        "prompt_embeds": prompt, "noise": noise, "calls": calls,
+        "mode": rcfg.method, "prompt_embeds": prompt, "noise": noise, "calls": calls,
         "step_input": torch.stack(inputs), "step_timestep": torch.stack(timesteps), "step_x0": step_x0,
         "renoise_noise": torch.stack(renoise), "recache_x0": torch.stack(recache),
         "output": step_x0[:, -1].permute(1, 0, 2, 3, 4, 5).reshape(1, num_frames, *latent_shape),
-        "descriptors": rollout.memory.descriptors() if rollout.memory else None,
+        "descriptors": rollout.policy.extras()["descriptors"],
         "memory_indices_log": [
-            {"query_frame": e["block_start_frame"], "selected_pool_indices": e["selected_pool_indices"]} for e in (rollout.memory.log if rollout.memory else [])
+            {"query_frame": e["block_start_frame"], "selected_pool_indices": e["selected_pool_indices"]}
+            for e in rollout.policy.extras()["retrieval_log"]
         ],
     }
     return trace, model
@@ -78,9 +111,9 @@ def record_trace(model_cfg: dict, rcfg: RolloutConfig, latent_shape, num_frames:
 def test_replay_handles_other_configurations(tmp_path, capsys):
     model_cfg = {"patch_size": [1, 2, 2], "text_len": 8, "in_dim": 16, "dim": 48, "ffn_dim": 96, "freq_dim": 16,
                  "text_dim": 24, "out_dim": 16, "num_heads": 3, "num_layers": 3, "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6}
-    rcfg = RolloutConfig(num_frame_per_block=2, denoising_step_list=[1000, 600, 300],
-                         model_kwargs=ModelKwargs(local_attn_size=10, sink_size=2, use_latentmem=True, memory_size=3,
-                                                  recent_exclude=2, compression_method="avg_pool"))
+    rcfg = RolloutConfig(num_frame_per_block=2, denoising_step_list=[1000, 600, 300], method="latentmem",
+                         model_kwargs=ModelKwargs(local_attn_size=10, sink_size=2, memory_size=3, recent_exclude=2,
+                                                  compression_method="avg_pool"))
     trace, model = record_trace(model_cfg, rcfg, (16, 6, 10), num_frames=24, seed=3)
     assert any(e["selected_pool_indices"] for e in trace["memory_indices_log"])
     torch.save({"generator": {"model." + k: v for k, v in model.state_dict().items()}}, tmp_path / "gen.pt")

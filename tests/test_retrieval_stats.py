@@ -29,9 +29,11 @@ def test_events_ages_reuse_and_similarity_by_hand():
 
 
 def test_random_retrieval_has_no_similarities_and_native_runs_no_diagnostics(tmp_path):
-    log = {"blocks": [{"query_frame": 9, "selected_frames": [[2]], "similarities": None}]}
-    assert similarity_over_time(retrieval_events({"a": log})) == {"query_frame": [], "mean_similarity": []}
+    decision = {"query_frame": 9, "selected_frames": [[2]], "similarities": None}
+    assert similarity_over_time(retrieval_events({"a": [decision]})) == {"query_frame": [], "mean_similarity": []}
     run = RunInfo(tmp_path, "r", "b", "m", 30, None, {}, ("0000-0",))
     assert retrieval_diagnostics(run) is None
-    (tmp_path / "0000-0.retrieval.json").write_text(json.dumps(log))
+    (tmp_path / "0000-0.context.json").write_text(json.dumps({"blocks": [{"retrieval": None}]}))
+    assert retrieval_diagnostics(run) is None  # a context log without retrievals (native, or before the bank fills)
+    (tmp_path / "0000-0.context.json").write_text(json.dumps({"blocks": [{"retrieval": None}, {"retrieval": decision}]}))
     assert retrieval_diagnostics(run)["mean_age_frames"] == 7

@@ -3,8 +3,10 @@ import pytest
 import torch
 
 from conftest import FIXTURES, load_fixture
+from pipeline.build import build_context_method
 from pipeline.descriptors import AvgPoolDescriptor
-from pipeline.replay import build_descriptor, build_model, recorded_noise, rollout_config
+from pipeline.replay import build_method, build_model, recorded_noise, rollout_config, trace_prompts
+from pipeline.retrieval import RandomRetrieval, TopKRetrieval
 from pipeline.rollout import generate
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from wan.checkpoint import load_backbone_checkpoint
@@ -14,11 +16,15 @@ from wan.model_config import WanModelConfig
 
 def run_fixture(name):
     trace = load_fixture(name)
-    cfg = trace["config"]
-    rcfg, model = rollout_config(cfg, FIXTURES), build_model(cfg, FIXTURES)
-    descriptor = build_descriptor(rcfg, model, tuple(trace["noise"].shape[2:]))
-    result = generate(model, rcfg, trace["noise"], trace["prompt_embeds"], recorded_noise(trace), descriptor)
+    rcfg, model = rollout_config(trace, FIXTURES), build_model(trace["config"], FIXTURES)
+    method = build_method(rcfg, model, tuple(trace["noise"].shape[2:]))
+    embeds, schedule = trace_prompts(trace, method)
+    result = generate(model, rcfg, trace["noise"], embeds, recorded_noise(trace), method.policy, schedule)
     return trace, result
+
+
+def avg_pool_policy(cfg):
+    return build_context_method(cfg, lambda: TopKRetrieval(AvgPoolDescriptor(), "avg_pool")).policy
 
 
 @pytest.mark.parametrize("name", ["gen_native_sink1.pt", "gen_native_sink3.pt", "gen_native_lora.pt"])
@@ -26,32 +32,33 @@ def test_native_rollout_reproduces_reference_latents(name):
     trace, result = run_fixture(name)
     assert result.latents.shape == trace["output"].shape
     assert (result.latents - trace["output"]).abs().max() < 1e-5
-    assert result.retrieval_log == [] and result.kv_gathers == 0
+    assert result.extras == {} and len(result.context_log) == trace["config"]["num_blocks"]
 
 
 @pytest.mark.parametrize("name", ["gen_latentmem_avgpool.pt", "gen_latentmem_ae.pt"])
 def test_latentmem_rollout_reproduces_reference(name):
     trace, result = run_fixture(name)
     assert (result.latents - trace["output"]).abs().max() < 1e-5
-    assert (result.descriptors - trace["descriptors"]).abs().max() < 5e-5
+    retrieval_log = result.extras["retrieval_log"]
+    assert (result.extras["descriptors"] - trace["descriptors"]).abs().max() < 5e-5
     expected = trace["memory_indices_log"]
-    assert [e["block_start_frame"] for e in result.retrieval_log] == [e["query_frame"] for e in expected]
-    for ours, ref in zip(result.retrieval_log, expected):
+    assert [e["block_start_frame"] for e in retrieval_log] == [e["query_frame"] for e in expected]
+    for ours, ref in zip(retrieval_log, expected):
         assert ours["selected_pool_indices"] == ref["selected_pool_indices"]
         assert ours["selected_frames"] == ref["selected_global_frames"]
         assert ours["num_banked"] == ref["num_evicted"]
         assert torch.allclose(torch.tensor(ours["similarities"]), torch.tensor(ref["selected_similarities"]), atol=1e-5)
     # KV is gathered exactly once per retrieving block, shared by its N denoising calls and the recache
-    assert result.kv_gathers == len(expected)
+    assert result.extras["kv_gathers"] == len(expected)
 
 
 def test_disabling_retrieval_changes_latentmem_outputs():
     trace = load_fixture("gen_latentmem_avgpool.pt")
-    cfg = rollout_config(trace["config"], FIXTURES)
+    cfg = rollout_config(trace, FIXTURES)
     cfg.model_kwargs.memory_size, cfg.model_kwargs.recent_exclude = 6, 10**6  # nothing is ever eligible
     model = build_model(trace["config"], FIXTURES)
-    result = generate(model, cfg, trace["noise"], trace["prompt_embeds"], recorded_noise(trace), AvgPoolDescriptor())
-    assert result.retrieval_log == []
+    result = generate(model, cfg, trace["noise"], trace["prompt_embeds"], recorded_noise(trace), avg_pool_policy(cfg))
+    assert result.extras["retrieval_log"] == []
     first_retrieving_block = trace["memory_indices_log"][0]["query_frame"]
     before = (result.latents[:, :first_retrieving_block] - trace["output"][:, :first_retrieving_block]).abs().max()
     assert before < 1e-5
@@ -70,32 +77,36 @@ def per_sample_noise(seeds, shape_tail):
 def test_batch_of_two_matches_single_runs_with_different_selections():
     model = CausalWanModel(WanModelConfig.from_dict(load_fixture("gen_latentmem_avgpool.pt")["config"]["model"])).eval()
     load_backbone_checkpoint(model, FIXTURES / "gen_generator.pt")
-    cfg = RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, compression_method="avg_pool"))
+    cfg = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(compression_method="avg_pool"))
     noise = torch.randn(2, 36, 16, 8, 8, generator=torch.Generator().manual_seed(1))
     prompts = torch.randn(2, 10, 32, generator=torch.Generator().manual_seed(2))
-    batched = generate(model, cfg, noise, prompts, per_sample_noise([10, 11], None), AvgPoolDescriptor())
-    singles = [generate(model, cfg, noise[i : i + 1], prompts[i : i + 1], per_sample_noise([10 + i], None), AvgPoolDescriptor()) for i in range(2)]
+    policy = avg_pool_policy(cfg)
+    batched = generate(model, cfg, noise, prompts, per_sample_noise([10, 11], None), policy)
+    singles = [generate(model, cfg, noise[i : i + 1], prompts[i : i + 1], per_sample_noise([10 + i], None), policy) for i in range(2)]
     for i, single in enumerate(singles):
         assert (batched.latents[i] - single.latents[0]).abs().max() < 1e-4
-        assert [e["selected_pool_indices"][i] for e in batched.retrieval_log] == [e["selected_pool_indices"][0] for e in single.retrieval_log]
-    selections = [(e["selected_pool_indices"][0], e["selected_pool_indices"][1]) for e in batched.retrieval_log]
+        assert [e["selected_pool_indices"][i] for e in batched.extras["retrieval_log"]] == [
+            e["selected_pool_indices"][0] for e in single.extras["retrieval_log"]]
+    selections = [(e["selected_pool_indices"][0], e["selected_pool_indices"][1]) for e in batched.extras["retrieval_log"]]
     assert any(a != b for a, b in selections), "the two samples should retrieve different frames"
-    for entry in batched.retrieval_log:
+    for entry in batched.extras["retrieval_log"]:
         for row in entry["selected_pool_indices"]:
             assert len(row) <= cfg.model_kwargs.memory_size and max(row) < entry["num_banked"] - cfg.model_kwargs.recent_exclude
 
 
 def test_random_retrieval_respects_guard_and_seed():
     model = CausalWanModel(WanModelConfig.from_dict(load_fixture("gen_latentmem_avgpool.pt")["config"]["model"])).eval()
-    cfg = RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, compression_method="random"))
+    cfg = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(compression_method="random"))
     noise = torch.randn(1, 30, 16, 8, 8, generator=torch.Generator().manual_seed(3))
     prompts = torch.randn(1, 10, 32)
-    from pipeline.descriptors import NoDescriptor
-
-    runs = [generate(model, cfg, noise, prompts, per_sample_noise([5], None), NoDescriptor(), memory_seed=9) for _ in range(2)]
-    assert runs[0].retrieval_log == runs[1].retrieval_log and len(runs[0].retrieval_log) > 0
+    policy = build_context_method(cfg, RandomRetrieval).policy
+    runs = [generate(model, cfg, noise, prompts, per_sample_noise([5], None), policy, seed=9) for _ in range(2)]
+    logs = [run.extras["retrieval_log"] for run in runs]
+    assert logs[0] == logs[1] and len(logs[0]) > 0
     assert torch.equal(runs[0].latents, runs[1].latents)
-    for entry in runs[0].retrieval_log:
+    other = generate(model, cfg, noise, prompts, per_sample_noise([5], None), policy, seed=10).extras["retrieval_log"]
+    assert [e["selected_pool_indices"] for e in other] != [e["selected_pool_indices"] for e in logs[0]]
+    for entry in logs[0]:
         assert entry["similarities"] is None
         assert max(entry["selected_pool_indices"][0]) < entry["num_eligible"]
 
@@ -107,10 +118,16 @@ def fixture_model():
 
 
 def bank_rollout(model, frames=30, **bank_settings):
-    cfg = RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, compression_method="avg_pool", **bank_settings))
+    cfg = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(compression_method="avg_pool", **bank_settings))
+    cfg.validate()
     noise = torch.randn(1, frames, 16, 8, 8, generator=torch.Generator().manual_seed(4))
     prompts = torch.randn(1, 10, 32, generator=torch.Generator().manual_seed(5))
-    return generate(model, cfg, noise, prompts, per_sample_noise([6], None), AvgPoolDescriptor())
+    return generate(model, cfg, noise, prompts, per_sample_noise([6], None), avg_pool_policy(cfg))
+
+
+def retrievals(result):
+    """Retrieval entries of the blocks that retrieved, from the context log."""
+    return [e["retrieval"] for e in result.context_log if e["retrieval"] is not None]
 
 
 def test_prefetched_loop_is_bit_identical_to_the_plain_loop(tmp_path):
@@ -120,7 +137,7 @@ def test_prefetched_loop_is_bit_identical_to_the_plain_loop(tmp_path):
         plain = bank_rollout(model, memory_prefetch=False, **settings)
         prefetched = bank_rollout(model, memory_prefetch=True, **settings)
         assert torch.equal(plain.latents, prefetched.latents)
-        assert plain.retrieval_log == prefetched.retrieval_log and len(plain.retrieval_log) >= 4
+        assert plain.context_log == prefetched.context_log and len(retrievals(plain)) >= 4
 
 
 def test_budgeted_rollout_keeps_the_bank_bounded_and_logs_evictions():
@@ -129,16 +146,16 @@ def test_budgeted_rollout_keeps_the_bank_bounded_and_logs_evictions():
     budget = 8.5 * 16384 / 1e9
     result = bank_rollout(model, memory_budget_gb=budget, memory_eviction="oldest")
     unbounded = bank_rollout(model)
-    evicted = [f for e in result.retrieval_log for f in e["evicted_frames"]]
-    assert max(e["num_banked"] for e in result.retrieval_log) == 8
+    evicted = [f for e in retrievals(result) for f in e["evicted_frames"]]
+    assert max(e["num_banked"] for e in retrievals(result)) == 8
     assert evicted == list(range(1, len(evicted) + 1)) and len(evicted) >= 6  # oldest first
     gone = 0
-    for entry in result.retrieval_log:
+    for entry in retrievals(result):
         # pool indices are positions in the bounded bank; selected_frames name the frames, all still banked
         gone = max([gone, *entry["evicted_frames"]])
         assert min(entry["selected_frames"][0]) > gone
         assert sorted(entry["selected_frames"][0]) == sorted(gone + 1 + i for i in entry["selected_pool_indices"][0])
-    assert all(e["evicted_frames"] == [] for e in unbounded.retrieval_log)
+    assert all(e["evicted_frames"] == [] for e in retrievals(unbounded))
     assert not torch.equal(result.latents, unbounded.latents)
 
 

@@ -1,22 +1,41 @@
 """YAML -> OmegaConf -> typed dataclass, with `key=value` command-line overrides.
 
 Unknown keys and wrong types are errors that name the key (OmegaConf structured configs do the
-type checking); each schema's `validate()` rejects impossible values.
+type checking); each schema's `validate()` rejects impossible values. A YAML file may start from
+another one: a top-level `base: other.yaml` (relative to the file) is loaded first and the file's
+own keys override it, so a config that differs by a few keys states only those.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Sequence, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
+BASE_KEY = "base"
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file and key."""
+
+
+def load_yaml(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> DictConfig:
+    """One YAML file with its `base` chain resolved (the base's keys first, this file's keys on top)."""
+    path = Path(path)
+    if path.resolve() in _chain:
+        raise ConfigError(f"{path}: `base` files form a cycle: {' -> '.join(str(p) for p in _chain + (path.resolve(),))}")
+    node = OmegaConf.load(path)
+    base = node.pop(BASE_KEY, None) if isinstance(node, DictConfig) else None
+    if base is None:
+        return node
+    base_path = path.parent / str(base)
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base file '{base}' not found (looked for {base_path})")
+    return OmegaConf.merge(load_yaml(base_path, _chain + (path.resolve(),)), node)
 
 
 def load_config(schema: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
@@ -28,11 +47,11 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
     try:
         merged = OmegaConf.structured(schema)
         if path is not None:
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            merged = OmegaConf.merge(merged, load_yaml(path))
         if overrides:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
+    except (OmegaConfBaseException, OSError) as err:
         raise ConfigError(f"{source}: {err}") from None
     validate = getattr(cfg, "validate", None)
     if validate is not None:

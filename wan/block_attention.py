@@ -1,19 +1,59 @@
-"""Self-attention context of one block: [sink ‖ retrieved ‖ local] from the caches, then the block.
+"""Self-attention of one block: [context sources ‖ current block], with RoPE applied on use.
 
-The context is the same for the N denoising calls and the recache call of a block, so each
-layer's context keys are gathered and rotated once per block and reused; per call only the
-current block's queries and keys are rotated.
+A context policy (pipeline/context/) decides per block which stored keys are attended, in which
+order and at which positions, as a list of `ContextSource`s. Every source's keys are gathered and
+rotated once per layer and block and reused by the N denoising calls and the recache pass; per
+call only the current block's queries and keys are rotated.
+
+The recache pass is the same attention, run through `RecachePass`, which hands the block's own
+per-layer queries, keys and values (before RoPE) back to the loop to be written into the cache.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from wan.context_layout import ContextLayout
 from wan.kv_cache import FrameKVCache
 from wan.rope import Rope3D
+
+
+class ContextSource(Protocol):
+    """One region of a block's attended context (sink, retrieved, local, compressed, ...)."""
+
+    def keys_values(self, layer: int, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> keys after RoPE and values, [B, S, n, d]. q, k: [B, S_blk, n, d] of the block's first call of
+        this layer (before RoPE); only sources that select by attention read them."""
+
+    def describe(self, row: int) -> list[list[int | None]]:
+        """[frame, temporal position, tokens] per attended frame (batch row `row`), in concatenation order."""
+
+
+@dataclass
+class CachedFrames:
+    """Logical slots of the window cache, each rotated at its own temporal position."""
+
+    cache: FrameKVCache
+    slots: list[int]
+    positions: list[int]
+    rope: Rope3D
+    grid_hw: tuple[int, int]
+
+    @classmethod
+    def of_frames(cls, cache: FrameKVCache, frames, positions, rope: Rope3D, grid_hw) -> "CachedFrames":
+        return cls(cache, cache.slots_of(frames), list(positions), rope, grid_hw)
+
+    def keys_values(self, layer, q, k):
+        ck, cv = self.cache.read(layer, self.slots)
+        pos = torch.tensor(self.positions, dtype=torch.long, device=ck.device)
+        return self.rope.rotate(ck, pos, self.grid_hw), cv
+
+    def describe(self, row):
+        frames = [self.cache.frame_at(s) for s in self.slots]
+        tokens = self.grid_hw[0] * self.grid_hw[1]
+        return [[f, p, tokens] for f, p in zip(frames, self.positions)]
 
 
 @dataclass
@@ -31,53 +71,88 @@ class RetrievedKV:
         return self.k.shape[2]
 
 
-class BlockAttention:
-    def __init__(
-        self,
-        cache: FrameKVCache,
-        layout: ContextLayout,
-        rope: Rope3D,
-        grid_hw: tuple[int, int],
-        retrieved: RetrievedKV | None = None,
-    ):
-        if layout.num_retrieved != (retrieved.num_frames if retrieved is not None else 0):
-            raise ValueError("layout.num_retrieved does not match the retrieved KV")
-        self.cache, self.layout, self.rope, self.grid_hw = cache, layout, rope, grid_hw
-        self.retrieved = retrieved
-        device = cache.k.device
-        self._context_pos = torch.tensor(layout.context_positions, dtype=torch.long, device=device)
-        self._current_pos = torch.tensor(layout.current_positions, dtype=torch.long, device=device)
-        self._context: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.write_cache = False
+@dataclass
+class RetrievedFrames:
+    """Frames brought back from a history bank, all rotated at one temporal position."""
 
-    def _context_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> rotated k, v: [B, n_ctx * T, n, d] of one layer (built on first use in the block)."""
-        if layer not in self._context:
-            parts = []
-            if self.layout.sink_frames:
-                parts.append(self.cache.read(layer, self.layout.sink_frames))
-            if self.retrieved is not None:
-                parts.append((self.retrieved.k[layer].flatten(1, 2), self.retrieved.v[layer].flatten(1, 2)))
-            if self.layout.local_frames:
-                parts.append(self.cache.read(layer, self.layout.local_frames))
-            if parts:
-                k = torch.cat([p[0] for p in parts], dim=1)
-                v = torch.cat([p[1] for p in parts], dim=1)
-                k = self.rope.rotate(k, self._context_pos, self.grid_hw)
-            else:
-                k = v = None
-            self._context[layer] = (k, v)
-        return self._context[layer]
+    kv: RetrievedKV
+    frames: list[list[int]]  # [B][K] global frame index of every retrieved entry
+    position: int
+    rope: Rope3D
+    grid_hw: tuple[int, int]
+
+    def keys_values(self, layer, q, k):
+        rk, rv = self.kv.k[layer].flatten(1, 2), self.kv.v[layer].flatten(1, 2)
+        pos = torch.full((self.kv.num_frames,), self.position, dtype=torch.long, device=rk.device)
+        return self.rope.rotate(rk, pos, self.grid_hw), rv
+
+    def describe(self, row):
+        tokens = self.grid_hw[0] * self.grid_hw[1]
+        return [[f, self.position, tokens] for f in self.frames[row]]
+
+
+@dataclass
+class BlockContext:
+    """What a policy decided for one block: attended sources in order, and the block's own positions."""
+
+    frames: tuple[int, ...]  # the block's frames
+    sources: list[ContextSource]
+    query_positions: list[int]  # temporal RoPE position of each frame's queries
+    key_positions: list[int]  # ... and of its own keys (they differ only in ∞-RoPE's flushed cache)
+    slots: list[int] = field(default_factory=list)  # window-cache slots the recache pass writes
+
+    def layout(self, row: int = 0) -> dict:
+        """Queries and keys as [frame, position(, tokens)] in concatenation order (the fixtures' layout)."""
+        keys = [[f, p, "cached", n] for src in self.sources for f, p, n in src.describe(row)]
+        current = [[f, p, "current", None] for f, p in zip(self.frames, self.key_positions)]
+        return {"queries": [[f, p] for f, p in zip(self.frames, self.query_positions)], "keys": keys + current}
+
+
+class BlockAttention:
+    def __init__(self, context: BlockContext, rope: Rope3D, grid_hw: tuple[int, int]):
+        self.context, self.rope, self.grid_hw = context, rope, grid_hw
+        self._query_pos = torch.tensor(context.query_positions, dtype=torch.long)
+        self._key_pos = torch.tensor(context.key_positions, dtype=torch.long)
+        self._context_kv: dict[int, tuple[torch.Tensor, torch.Tensor] | None] = {}
+
+    def _layer_context(self, layer: int, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """-> rotated k, v: [B, S_ctx, n, d] of one layer (built on first use in the block)."""
+        if layer not in self._context_kv:
+            parts = [src.keys_values(layer, q, k) for src in self.context.sources]
+            self._context_kv[layer] = (torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)) if parts else None
+        return self._context_kv[layer]
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q, k, v: [B, S, n, d] of the current block (before RoPE) -> [B, S, n, d]."""
-        if self.write_cache:
-            self.cache.write(layer, self.layout.current_frames, k, v)
-        q = self.rope.rotate(q, self._current_pos, self.grid_hw).type_as(v)
-        k = self.rope.rotate(k, self._current_pos, self.grid_hw).type_as(v)
-        ctx_k, ctx_v = self._context_kv(layer)
-        if ctx_k is not None:
-            k = torch.cat([ctx_k.type_as(k), k], dim=1)
-            v = torch.cat([ctx_v.type_as(v), v], dim=1)
+        ctx = self._layer_context(layer, q, k)
+        q = self.rope.rotate(q, self._query_pos, self.grid_hw).type_as(v)
+        k = self.rope.rotate(k, self._key_pos, self.grid_hw).type_as(v)
+        if ctx is not None:
+            k = torch.cat([ctx[0].type_as(k), k], dim=1)
+            v = torch.cat([ctx[1].type_as(v), v], dim=1)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return out.transpose(1, 2)
+
+
+@dataclass
+class BlockKV:
+    """The block's own queries, keys and values (before RoPE) per layer, from its recache pass."""
+
+    q: list[torch.Tensor] = field(default_factory=list)  # per layer [B, S_blk, n, d]
+    k: list[torch.Tensor] = field(default_factory=list)
+    v: list[torch.Tensor] = field(default_factory=list)
+
+
+class RecachePass(BlockAttention):
+    """The block's attention once more (same context), recording what the block writes back."""
+
+    def __init__(self, attn: BlockAttention):
+        super().__init__(attn.context, attn.rope, attn.grid_hw)
+        self._context_kv = attn._context_kv
+        self.block_kv = BlockKV()
+
+    def attend(self, layer, q, k, v):
+        self.block_kv.q.append(q)
+        self.block_kv.k.append(k)
+        self.block_kv.v.append(v)
+        return super().attend(layer, q, k, v)

@@ -1,8 +1,11 @@
-"""Window KV cache: keys (before RoPE) and values of the most recent frames, for every layer.
+"""Window KV cache: keys (before RoPE) and values of up to `window` frames, for every layer.
 
-Sink frames keep fixed slots; the other frames share a ring of `window - sink` slots, so a new
-frame overwrites the oldest non-sink frame without shifting memory. RoPE is applied on use
-(wan/block_attention.py), which lets the same cache serve absolute and window-relative positions.
+Frames are addressed by *logical slot*: slots 0 .. sink-1 hold the sink, the following slots the
+other frames oldest first, `length` slots are valid. A logical slot points at a physical slot that
+never moves, so evicting the oldest non-sink frames is bookkeeping, not a copy of the cache. Slots
+past `length` keep their last contents (stale frames, or zeros if never written): ∞-RoPE's KV
+flush reads them, as the official code does. RoPE is applied on use (wan/block_attention.py), so
+the same cache serves absolute, window-relative and re-assigned positions.
 """
 from __future__ import annotations
 
@@ -26,62 +29,101 @@ class FrameKVCache:
             raise ValueError(f"sink_size {sink_size} must be in [0, window {window})")
         self.window, self.sink_size = window, sink_size
         shape = (num_layers, batch, window, tokens_per_frame, num_heads, head_dim)
-        # k, v: [L, B, window, T, n, d]
+        # k, v: [L, B, window (physical slots), T, n, d]
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self._frame_in_slot: list[int | None] = [None] * window
+        self._physical = list(range(window))  # physical slot of every logical slot
+        self._frames: list[int | None] = [None] * window  # frame held by every logical slot (None: zeros)
+        self.length = 0
 
     @property
     def num_layers(self) -> int:
         return self.k.shape[0]
 
-    def slot(self, frame: int) -> int:
-        if frame < self.sink_size:
-            return frame
-        return self.sink_size + (frame - self.sink_size) % (self.window - self.sink_size)
+    @property
+    def frames(self) -> list[int | None]:
+        """Frame held by each valid logical slot."""
+        return self._frames[: self.length]
 
-    def _slots(self, frames: tuple[int, ...] | list[int]) -> list[int]:
-        slots = [self.slot(f) for f in frames]
-        for f, s in zip(frames, slots):
-            if self._frame_in_slot[s] != f:
-                raise KeyError(f"frame {f} is not in the window cache (slot {s} holds {self._frame_in_slot[s]})")
+    def frame_at(self, slot: int) -> int | None:
+        return self._frames[slot]
+
+    def slots_of(self, frames: tuple[int, ...] | list[int]) -> list[int]:
+        """Logical slots of `frames` (each must be held by exactly one valid slot)."""
+        held = self.frames
+        slots = []
+        for f in frames:
+            if held.count(f) != 1:
+                raise KeyError(f"frame {f} is not in the window cache (it holds {held})")
+            slots.append(held.index(f))
         return slots
 
-    def displaced_by(self, frames: tuple[int, ...] | list[int]) -> list[int]:
-        """Frames that writing `frames` would overwrite (the oldest non-sink frames), oldest first."""
-        out = []
-        for f in frames:
-            old = self._frame_in_slot[self.slot(f)]
-            if old is not None and old != f:
-                out.append(old)
-        return sorted(out)
+    def overflow(self, num_frames: int) -> list[int]:
+        """Logical slots that admitting `num_frames` new frames evicts: the oldest non-sink frames."""
+        excess = self.length + num_frames - self.window
+        if excess <= 0:
+            return []
+        if excess > self.length - self.sink_size:
+            raise ValueError(f"{num_frames} frames do not fit a window of {self.window} with a sink of {self.sink_size}")
+        return list(range(self.sink_size, self.sink_size + excess))
 
-    def read(self, layer: int, frames: tuple[int, ...] | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> k, v: [B, len(frames) * T, n, d] of one layer."""
-        idx = torch.tensor(self._slots(frames), device=self.k.device)
-        k = self.k[layer].index_select(1, idx)
-        v = self.v[layer].index_select(1, idx)
-        return k.flatten(1, 2), v.flatten(1, 2)
+    def admit(self, frames: tuple[int, ...] | list[int]) -> list[int]:
+        """Reserve slots for a new block at the end (evicting `overflow`); -> their logical slots.
 
-    def read_all_layers(self, frames: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> k, v: [L, B, len(frames), T, n, d] (for moving frames into the history bank). A view of the
-        cache when the frames sit in consecutive slots (the bank copies them before the cache is written
-        again; a fresh copy here would cost a page-faulting allocation per block on the CPU)."""
-        slots = self._slots(frames)
-        if slots == list(range(slots[0], slots[0] + len(slots))):
-            return self.k[:, :, slots[0] : slots[-1] + 1], self.v[:, :, slots[0] : slots[-1] + 1]
-        idx = torch.tensor(slots, device=self.k.device)
+        The evicted frames' data stays readable through their old physical slots until the block is
+        written, so callers move them elsewhere (history bank) before writing.
+        """
+        evict = self.overflow(len(frames))
+        if evict:
+            s, e, n = self.sink_size, evict[-1] + 1, self.length
+            self._physical = self._physical[:s] + self._physical[e:n] + self._physical[s:e] + self._physical[n:]
+            self._frames = self._frames[:s] + self._frames[e:n] + self._frames[s:e] + self._frames[n:]
+            self.length -= len(evict)
+        slots = list(range(self.length, self.length + len(frames)))
+        for slot, f in zip(slots, frames):
+            self._frames[slot] = f
+        self.length += len(frames)
+        return slots
+
+    def copy(self, src: list[int], dst: list[int]) -> None:
+        """Copy the data and frame ids of logical slots `src` into logical slots `dst` (every layer)."""
+        src_idx = torch.tensor([self._physical[s] for s in src], device=self.k.device)
+        dst_idx = torch.tensor([self._physical[s] for s in dst], device=self.k.device)
+        self.k.index_copy_(2, dst_idx, self.k.index_select(2, src_idx))
+        self.v.index_copy_(2, dst_idx, self.v.index_select(2, src_idx))
+        frames = [self._frames[s] for s in src]
+        for slot, f in zip(dst, frames):
+            self._frames[slot] = f
+
+    def truncate(self, length: int) -> None:
+        """Keep the first `length` logical slots valid (the others become stale)."""
+        if not 0 <= length <= self.window:
+            raise ValueError(f"length {length} outside [0, window {self.window}]")
+        self.length = length
+
+    def _index(self, slots: list[int]) -> torch.Tensor:
+        return torch.tensor([self._physical[s] for s in slots], device=self.k.device)
+
+    def read(self, layer: int, slots: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> k, v: [B, len(slots) * T, n, d] of one layer."""
+        idx = self._index(slots)
+        return self.k[layer].index_select(1, idx).flatten(1, 2), self.v[layer].index_select(1, idx).flatten(1, 2)
+
+    def read_all_layers(self, slots: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> k, v: [L, B, len(slots), T, n, d] (for moving frames into a history bank). A view of the
+        cache when the slots sit in consecutive physical slots (the bank copies them before the cache is
+        written again; a fresh copy here would cost a page-faulting allocation per block on the CPU)."""
+        physical = [self._physical[s] for s in slots]
+        if physical == list(range(physical[0], physical[0] + len(physical))):
+            return self.k[:, :, physical[0] : physical[-1] + 1], self.v[:, :, physical[0] : physical[-1] + 1]
+        idx = self._index(slots)
         return self.k.index_select(2, idx), self.v.index_select(2, idx)
 
-    def write(self, layer: int, frames: tuple[int, ...], k: torch.Tensor, v: torch.Tensor) -> None:
-        """k, v: [B, len(frames) * T, n, d] before RoPE."""
-        slots = [self.slot(f) for f in frames]
-        idx = torch.tensor(slots, device=self.k.device)
-        self.k[layer].index_copy_(1, idx, k.unflatten(1, (len(frames), -1)).to(self.k.dtype))
-        self.v[layer].index_copy_(1, idx, v.unflatten(1, (len(frames), -1)).to(self.v.dtype))
-        if layer == self.num_layers - 1:
-            for f, s in zip(frames, slots):
-                self._frame_in_slot[s] = f
+    def write(self, layer: int, slots: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
+        """k, v: [B, len(slots) * T, n, d] before RoPE."""
+        idx = self._index(slots)
+        self.k[layer].index_copy_(1, idx, k.unflatten(1, (len(slots), -1)).to(self.k.dtype))
+        self.v[layer].index_copy_(1, idx, v.unflatten(1, (len(slots), -1)).to(self.v.dtype))
 
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2

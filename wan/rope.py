@@ -34,18 +34,25 @@ class Rope3D:
 
     def rotate(self, x: torch.Tensor, frame_positions: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
         """x: [B, F*h*w, n, d]; frame_positions: [F] int (temporal RoPE index of each frame)."""
-        b, s, n, d = x.shape
+        s = x.shape[1]
         h, w = grid_hw
         f = frame_positions.numel()
         if f * h * w != s:
             raise ValueError(f"RoPE got {s} tokens but {f} frames of {h}x{w}")
-        freqs = torch.cat(
-            [
-                self.t[frame_positions.to(self.t.device)].view(f, 1, 1, -1).expand(f, h, w, -1),
-                self.h[:h].view(1, h, 1, -1).expand(f, h, w, -1),
-                self.w[:w].view(1, 1, w, -1).expand(f, h, w, -1),
-            ],
-            dim=-1,
-        ).reshape(1, s, 1, d // 2)
+        t_pos = frame_positions.to(self.t.device).view(f, 1, 1).expand(f, h, w)
+        token = torch.arange(h * w, device=self.t.device).repeat(f).view(1, s)
+        return self.rotate_tokens(x, t_pos.reshape(1, s), *grid_position(token, grid_hw))
+
+    def rotate_tokens(self, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x: [B, S, n, d]; t, h, w: [B or 1, S] int positions of every token on the three axes."""
+        b, s, n, d = x.shape
+        dev = self.t.device
+        t, h, w = torch.broadcast_tensors(t.to(dev), h.to(dev), w.to(dev))
+        freqs = torch.cat([self.t[t], self.h[h], self.w[w]], dim=-1)  # [B|1, S, d/2]
         xc = torch.view_as_complex(x.to(torch.float64).reshape(b, s, n, d // 2, 2))
-        return torch.view_as_real(xc * freqs).flatten(3).to(x.dtype)
+        return torch.view_as_real(xc * freqs.unsqueeze(2).to(xc.device)).flatten(3).to(x.dtype)
+
+
+def grid_position(token: torch.Tensor, grid_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token index within a frame (row-major over the h x w patch grid) -> (row, column)."""
+    return token // grid_hw[1], token % grid_hw[1]

@@ -1,0 +1,50 @@
+"""PNG of one video's context log: for every block (x: its first frame) the attended frames (y),
+coloured by their temporal RoPE position, sized by how many of the frame's tokens were attended.
+
+The same picture for every method shows at a glance how they differ: native's band of recent
+frames at rising positions, ∞-RoPE's band at bounded positions with flushes and cuts, latentmem's
+retrieved frames far below the band at position 0, Deep Forcing's partial frames.
+Uses matplotlib's object API with the Agg canvas (no pyplot global state, no display needed).
+"""
+from __future__ import annotations
+
+import os
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from utils.atomic import atomic_path
+
+
+def context_points(log: list[dict]) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Flatten a context log into (block first frame, attended frame, temporal position, tokens) per key;
+    keys of never-written cache slots (∞-RoPE's flush of a partly filled window) have no frame and are skipped."""
+    blocks, frames, positions, tokens = [], [], [], []
+    for entry in log:
+        for frame, position, count in entry["keys"]:
+            if frame is not None:
+                blocks.append(entry["first_frame"])
+                frames.append(frame)
+                positions.append(position)
+                tokens.append(count)
+    return blocks, frames, positions, tokens
+
+
+def plot_context(log: list[dict], num_frames: int, path: str | os.PathLike, title: str) -> None:
+    """Write the plot of `log` (entries as in RolloutResult.context_log) to `path`."""
+    blocks, frames, positions, tokens = context_points(log)
+    fig = Figure(figsize=(6, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([0, num_frames], [0, num_frames], color="0.8", linestyle="--", linewidth=1, label="block's first frame")
+    if frames:
+        full = max(tokens)
+        sizes = [4 + 20 * n / full for n in tokens]
+        points = ax.scatter(blocks, frames, c=positions, s=sizes, cmap="viridis", label="attended frame")
+        fig.colorbar(points, ax=ax, label="temporal RoPE position")
+    ax.set(xlim=(0, num_frames), ylim=(0, num_frames), xlabel="block's first frame (latent index)",
+           ylabel="attended frame (latent index)", title=title)
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
