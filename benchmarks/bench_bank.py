@@ -39,7 +39,9 @@ from ae.model import AEConfig, RetrievalAutoencoder
 from pipeline.bank_eviction import EVICTION_POLICIES
 from pipeline.bank_storage import MemoryTier
 from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor
+from pipeline.build import build_context_method
 from pipeline.history_bank import HistoryBank, frame_bytes
+from pipeline.retrieval import TopKRetrieval
 from pipeline.retrieval_memory import RetrievalMemory
 from pipeline.rollout import generate
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
@@ -133,7 +135,7 @@ def toy_selections(video: torch.Tensor, budget_frames: int | None, policy: str, 
     mk = rcfg.model_kwargs
     bank = HistoryBank(1, 1, 1, 1, 1, MemoryTier("cpu"), torch.float32, "cpu", max_frames=budget_frames,
                        eviction=EVICTION_POLICIES[policy](), recent_guard=mk.recent_exclude)
-    memory = RetrievalMemory(bank, AvgPoolDescriptor(), "avg_pool", mk.memory_size, mk.recent_exclude)
+    memory = RetrievalMemory(bank, TopKRetrieval(AvgPoolDescriptor(), "avg_pool"), mk.memory_size, mk.recent_exclude)
     nf, window, out = rcfg.num_frame_per_block, mk.local_attn_size, []
     for first in range(0, video.shape[0] - nf + 1, nf):
         if memory.retrieve(first, torch.float32) is not None:
@@ -148,7 +150,7 @@ def toy_selections(video: torch.Tensor, budget_frames: int | None, policy: str, 
 def toy_agreement(num_videos: int, frames: int, budgets: list[int]) -> dict:
     tcfg = ToyConfig(num_videos=num_videos, frames=frames)
     scenes = make_scene_bank(tcfg)
-    rcfg = RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True))
+    rcfg = RolloutConfig(method="latentmem")
     videos = [make_video(tcfg, scenes, i) for i in range(num_videos)]
     reference = [toy_selections(v, None, "oldest", rcfg) for v, _ in videos]
     figures = {"unbounded": {"revisit_hit_rate": revisit_hits(videos, reference, rcfg)}}
@@ -186,16 +188,26 @@ def revisit_hits(videos, selections, rcfg: RolloutConfig) -> float:
 
 # ---- 4. mid-size speed, prefetch identity, fp8 accuracy ----------------------------------------
 
+def context_policy(cfg: RolloutConfig, descriptor):
+    """The policy of `cfg`'s method; `descriptor` feeds latentmem's retrieval ("ae": the retrieval encoder)."""
+    return build_context_method(cfg, lambda: TopKRetrieval(descriptor, "ae")).policy
+
+
 def mid_rollout(model, cfg: RolloutConfig, frames: int, descriptor):
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(1, frames, *MID_FRAME, generator=g)
     prompt = torch.randn(1, MID.text_len, MID.text_dim, generator=g)
-    return generate(model, cfg, noise, prompt, lambda shape: torch.randn(shape, generator=g), descriptor)
+    return generate(model, cfg, noise, prompt, lambda shape: torch.randn(shape, generator=g), context_policy(cfg, descriptor))
+
+
+def retrievals(result) -> list[dict]:
+    """Retrieval entries of the blocks that retrieved, from the context log."""
+    return [e["retrieval"] for e in result.context_log if e.get("retrieval") is not None]
 
 
 def steady_blocks(result, cfg: RolloutConfig) -> list[int]:
     """Blocks that retrieve a full K (the attention size is then the same as native's)."""
-    return [e["block_start_frame"] // cfg.num_frame_per_block for e in result.retrieval_log
+    return [e["block_start_frame"] // cfg.num_frame_per_block for e in retrievals(result)
             if len(e["selected_pool_indices"][0]) == cfg.model_kwargs.memory_size]
 
 
@@ -203,7 +215,7 @@ def mid_size(frames: int, rounds: int) -> dict:
     torch.manual_seed(0)
     model = CausalWanModel(MID).eval()
     descriptor = EncoderDescriptor(RetrievalAutoencoder(AEConfig(spatial_h=MID_FRAME[1], spatial_w=MID_FRAME[2])).eval())
-    native_cfg, mem_cfg = RolloutConfig(), RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True))
+    native_cfg, mem_cfg = RolloutConfig(), RolloutConfig(method="latentmem")
     ratios, native_ms, mem_ms = [], [], []
     for _ in range(rounds):
         native = mid_rollout(model, native_cfg, frames, None)
@@ -214,21 +226,21 @@ def mid_size(frames: int, rounds: int) -> dict:
         native_ms.append(n)
         mem_ms.append(m)
         ratios.append(m / n)
-    plain = mid_rollout(model, RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, memory_prefetch=False)), frames, descriptor)
-    bf16 = mid_rollout(model, RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, memory_dtype="bfloat16")), frames, descriptor)
-    fp8 = mid_rollout(model, RolloutConfig(model_kwargs=ModelKwargs(use_latentmem=True, memory_dtype="float8_e4m3fn")), frames, descriptor)
+    plain = mid_rollout(model, RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(memory_prefetch=False)), frames, descriptor)
+    bf16 = mid_rollout(model, RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(memory_dtype="bfloat16")), frames, descriptor)
+    fp8 = mid_rollout(model, RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(memory_dtype="float8_e4m3fn")), frames, descriptor)
     diff = (fp8.latents - bf16.latents).abs()
-    picks = lambda r: [e["selected_pool_indices"] for e in r.retrieval_log]  # noqa: E731
+    picks = lambda r: [e["selected_pool_indices"] for e in retrievals(r)]  # noqa: E731
     changed = sum(a != b for a, b in zip(picks(fp8), picks(bf16)))
     return {
         "frames": frames, "steady_blocks": len(blocks), "rounds": rounds,
         "native_ms_per_block": round(min(native_ms), 1), "latentmem_ms_per_block": round(min(mem_ms), 1),
         "latentmem_over_native_per_round": [round(r, 3) for r in ratios],
         "latentmem_over_native_steady": round(min(mem_ms) / min(native_ms), 3),
-        "prefetch_bit_identical": torch.equal(plain.latents, mem.latents) and plain.retrieval_log == mem.retrieval_log,
+        "prefetch_bit_identical": torch.equal(plain.latents, mem.latents) and plain.context_log == mem.context_log,
         "fp8_vs_bf16_max_abs": float(diff.max()), "fp8_vs_bf16_mean_abs": float(diff.mean()),
         "latent_std": float(bf16.latents.std()),
-        "fp8_blocks_with_other_indices": changed, "retrieving_blocks": len(fp8.retrieval_log),
+        "fp8_blocks_with_other_indices": changed, "retrieving_blocks": len(retrievals(fp8)),
     }
 
 
@@ -247,12 +259,12 @@ def full_size(frames: int) -> dict:
         settings = {"native": RolloutConfig()}
         for tier in ("cuda", "cpu", "disk"):
             for prefetch in (True, False):
-                settings[f"latentmem_{tier}_{'prefetch' if prefetch else 'plain'}"] = RolloutConfig(model_kwargs=ModelKwargs(
-                    use_latentmem=True, memory_device=tier, memory_prefetch=prefetch,
+                settings[f"latentmem_{tier}_{'prefetch' if prefetch else 'plain'}"] = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(
+                    memory_device=tier, memory_prefetch=prefetch,
                     memory_folder=folder if tier == "disk" else None))
         for name, rcfg in settings.items():
             start = time.perf_counter()
-            generate(model, rcfg, noise, prompt, lambda shape: torch.randn(shape, generator=g), descriptor if rcfg.model_kwargs.use_latentmem else None)
+            generate(model, rcfg, noise, prompt, lambda shape: torch.randn(shape, generator=g), context_policy(rcfg, descriptor))
             torch.cuda.synchronize()
             out[f"{name}_latent_fps"] = round(frames / (time.perf_counter() - start), 2)
             print(f"{name}: {out[f'{name}_latent_fps']} latent frames/s", flush=True)

@@ -31,7 +31,7 @@ from pipeline.retrieval import RandomRetrieval, Retrieval, TopKRetrieval
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError
 from utils.distributed import DistInfo, rank_device
-from utils.dtypes import compute_dtype, resolve_dtype
+from utils.dtypes import compute_dtype
 from utils.seeding import DEMO_SEED, seed_everything, seeded
 from wan.checkpoint import load_backbone_checkpoint
 from wan.lora import apply_lora

@@ -5,7 +5,6 @@ to the newest frame (outside the R most recent) are spliced in, all at temporal 
 """
 from __future__ import annotations
 
-import torch
 
 from pipeline.context.policy import PolicySetup, write_back
 from pipeline.history_bank import build_history_bank
