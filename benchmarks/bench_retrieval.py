@@ -24,6 +24,7 @@ import torch
 
 from ae.model import AEConfig, RetrievalAutoencoder
 from pipeline.descriptors import EncoderDescriptor
+from pipeline.bank_storage import MemoryTier
 from pipeline.history_bank import HistoryBank
 from pipeline.build import build_context_method
 from pipeline.retrieval import TopKRetrieval, select_top_k
@@ -64,9 +65,10 @@ def full_size_kv_bytes(k: int = 6) -> tuple[int, int]:
     full = GenerationConfig()  # the defaults: Wan2.1-1.3B at 480x832
     cfg = model_preset(full.model_preset)
     tokens = LatentGeometry.of(cfg, full.latent_height, full.latent_width).tokens_per_frame
-    bank = HistoryBank(cfg.num_layers, 1, tokens, cfg.num_heads, cfg.head_dim, capacity=k,
-                       storage_device="cpu", storage_dtype=torch.bfloat16, compute_device="cpu")
-    bank.frames = list(range(k))  # pretend k frames are banked; contents do not matter for sizes
+    # on the meta device nothing is allocated: the bank's own shapes, no 1.7 GB of host memory
+    bank = HistoryBank(cfg.num_layers, 1, tokens, cfg.num_heads, cfg.head_dim, MemoryTier("meta"), torch.bfloat16, "meta")
+    kv = torch.empty(cfg.num_layers, 1, k, tokens, cfg.num_heads, cfg.head_dim, dtype=torch.bfloat16, device="meta")
+    bank.add(list(range(k)), kv, kv, None)
     retrieved = bank.gather(torch.arange(k).unsqueeze(0), torch.bfloat16)
     gathered = retrieved.k.numel() * retrieved.k.element_size() + retrieved.v.numel() * retrieved.v.element_size()
     return gathered, bank.bytes_per_frame()

@@ -85,7 +85,8 @@ def write_context(job: VideoJob, files: VideoFiles, cfg: InferenceConfig, result
     log = {
         "prompt_index": job.prompt_index, "sample": job.sample, "prompt": job.prompt, "seed": job.seed,
         "method": cfg.method, "window": mk.local_attn_size, "sink_size": mk.sink_size,
-        "num_frames": cfg.num_output_frames, "blocks": result.context_log,
+        "num_frames": cfg.num_output_frames, **{k: result.extras[k] for k in ("history_bank",) if k in result.extras},
+        "blocks": result.context_log,
     }
     atomic_write_text(json.dumps(log, indent=1), files.context_log)
     title = f"{job.stem}: {cfg.method}, window {mk.local_attn_size}, sink {mk.sink_size}"
@@ -98,6 +99,8 @@ def run_job(job: VideoJob, cfg: InferenceConfig, parts: InferenceComponents, pro
     for path in files.all():  # leftovers of a killed earlier attempt at this video
         remove_stale_temporaries(path)
     result = sample_video(job.prompt, job.seed, cfg, parts, progress)
+    if progress and "history_bank" in result.extras:
+        tqdm.write(result.extras["history_bank"])
     start = time.perf_counter()
     # latents: [1, F, C, H, W] on the compute device, where the VAE also lives
     chunks = (chunk[0] for chunk in parts.vae.decode_chunks(result.latents, cfg.vae.decode_chunk_frames))

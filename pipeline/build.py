@@ -31,7 +31,7 @@ from pipeline.retrieval import RandomRetrieval, Retrieval, TopKRetrieval
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError
 from utils.distributed import DistInfo, rank_device
-from utils.dtypes import compute_dtype, resolve_dtype
+from utils.dtypes import compute_dtype
 from utils.seeding import DEMO_SEED, seed_everything, seeded
 from wan.checkpoint import load_backbone_checkpoint
 from wan.lora import apply_lora
@@ -191,8 +191,7 @@ def build_context_method(cfg: RolloutConfig, retrieval: Callable[[], Retrieval])
     elif cfg.method == "latentmem":
         policy = partial(
             LatentMemPolicy, **window, memory_size=mk.memory_size, recent_exclude=mk.recent_exclude, retrieval=retrieval(),
-            storage_device=None if mk.memory_device == "auto" else torch.device(mk.memory_device),
-            storage_dtype=resolve_dtype(mk.memory_dtype, None))  # None: the model dtype
+            bank=mk)
     elif cfg.method == "infrope":
         policy = partial(InfRopePolicy, **window, cut_position=mk.infrope_cut_position, flush_newest=mk.infrope_flush_newest,
                          flush_after_sink=mk.infrope_flush_after_sink)

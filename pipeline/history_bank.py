@@ -1,14 +1,49 @@
 """History bank H = (H_ctx, H_v): evicted frames' per-layer K/V and their retrieval descriptors.
 
-K/V live in one preallocated tensor per bank (grown by doubling when full), on the compute device
-or in pinned host memory, in a configurable dtype. Pool index i always holds the i-th evicted
-frame. Retrieved entries are gathered with one batched copy for all layers.
+Entries are kept in eviction order (pool index i = the i-th oldest entry still banked; without a
+budget, the i-th evicted frame) with the global frame index of each in `frames`. K/V live in a
+frame-major slab storage (pipeline/bank_storage.py) on the tier the config chose, encoded by a
+codec (pipeline/bank_codec.py: a float dtype, or float8 with per-head scales). With a budget
+(`max_frames`), banking into a full bank first evicts an entry chosen by the eviction policy
+(pipeline/bank_eviction.py) outside the recency guard. The K selected entries of a block are read
+in one gather (one staging buffer, one transfer), dequantised on the compute device.
 """
 from __future__ import annotations
 
+import math
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import torch
 
+from pipeline.bank_codec import make_codec
+from pipeline.bank_eviction import EVICTION_POLICIES, EvictionPolicy
+from pipeline.bank_storage import GB, SlabStorage, Tier, choose_tier
+from pipeline.rollout_config import ModelKwargs
+from utils.config import ConfigError
 from wan.block_attention import RetrievedKV
+
+NEW = -1  # slot of an entry not stored yet
+
+
+class PendingGather:
+    """A gather started ahead of its block (prefetch); `result()` makes it usable on the compute stream."""
+
+    def __init__(self, future: Future):
+        self._future = future  # -> (RetrievedKV, CUDA event after which it is ready, or None)
+
+    @classmethod
+    def done(cls, out: RetrievedKV, event: torch.cuda.Event | None = None) -> PendingGather:
+        future = Future()
+        future.set_result((out, event))
+        return cls(future)
+
+    def result(self) -> RetrievedKV:
+        out, event = self._future.result()
+        if event is not None:
+            stream = torch.cuda.current_stream(out.k.device)
+            stream.wait_event(event)
+            out.k.record_stream(stream)  # k and v share one allocation, made on the reading stream
+        return out
 
 
 class HistoryBank:
@@ -19,76 +54,187 @@ class HistoryBank:
         tokens_per_frame: int,
         num_heads: int,
         head_dim: int,
-        capacity: int,
-        storage_device: torch.device | str,
+        tier: Tier,
         storage_dtype: torch.dtype,
         compute_device: torch.device | str,
+        max_frames: int | None = None,
+        eviction: EvictionPolicy | None = None,
+        recent_guard: int = 0,
     ):
-        self.storage_device = torch.device(storage_device)
+        if max_frames is not None and max_frames <= recent_guard:
+            raise ValueError(f"a bank of {max_frames} frames cannot keep the recency guard of {recent_guard} frames plus one")
+        if max_frames is not None and eviction is None:
+            raise ValueError("a bank with max_frames needs an eviction policy")
         self.compute_device = torch.device(compute_device)
-        self._pin = self.storage_device.type == "cpu" and self.compute_device.type == "cuda"
-        self._frame_shape = (num_layers, 2, batch, tokens_per_frame, num_heads, head_dim)
+        self.batch = batch
+        self.codec = make_codec(storage_dtype)
         self.dtype = storage_dtype
-        # kv: [L, 2 (k, v), B, capacity, T, n, d]
-        self.kv = self._allocate(max(capacity, 1))
-        self.descriptors: torch.Tensor | None = None  # [B, capacity, D] on the compute device
-        self.frames: list[int] = []  # global frame index of every pool entry
+        slab_shape = (batch, num_layers, 2, tokens_per_frame, num_heads, head_dim)  # one frame: [B, L, 2, T, n, d]
+        self.storage = SlabStorage(tier, slab_shape, storage_dtype, self.compute_device, max_frames)
+        self.max_frames, self.eviction, self.recent_guard = max_frames, eviction, recent_guard
+        self.frames: list[int] = []  # global frame index of every entry, oldest first
+        self._slots: list[int] = []  # storage slot of every entry
+        self._free: list[int] = []  # slots of evicted entries, reused first
+        self._slots_used = 0
+        self._desc: torch.Tensor | None = None  # [B, capacity, D] on the compute device
+        self._scale: torch.Tensor | None = None  # [slots, B, L, 2, n] float32 (float8 codec)
         self.num_gathers = 0
-        self._copy_done: torch.cuda.Event | None = None
-
-    def _allocate(self, capacity: int) -> torch.Tensor:
-        l, two, b, t, n, d = self._frame_shape
-        return torch.empty((l, two, b, capacity, t, n, d), dtype=self.dtype, device=self.storage_device, pin_memory=self._pin)
+        self._outputs: list[torch.Tensor | None] = [None, None]  # see _output
+        self._turn = 0
+        self._reader: ThreadPoolExecutor | None = None
+        self._read_stream = torch.cuda.Stream(self.compute_device) if self.compute_device.type == "cuda" else None
 
     @property
     def size(self) -> int:
         return len(self.frames)
 
     @property
-    def capacity(self) -> int:
-        return self.kv.shape[3]
+    def descriptors(self) -> torch.Tensor | None:
+        """[B, size, D] descriptor of every entry in pool order."""
+        return None if self._desc is None else self._desc[:, : self.size]
 
     def bytes_per_frame(self) -> int:
-        return self.kv[:, :, :, 0].numel() * self.kv.element_size()
+        """Bytes one banked frame takes on its tier (K/V payload, plus its scales for float8)."""
+        b, l, _, t, n, d = self.storage.slab_shape
+        return frame_bytes(l, b, t, n, d, self.dtype)
 
     def nbytes(self) -> int:
-        return self.kv.numel() * self.kv.element_size()
+        """Bytes allocated on the tier now (grows chunk by chunk with the video, up to the budget)."""
+        return self.storage.capacity * self.bytes_per_frame()
 
-    def _grow(self, needed: int) -> None:
-        new = self._allocate(max(needed, 2 * self.capacity))
-        new[:, :, :, : self.size].copy_(self.kv[:, :, :, : self.size])
-        self.kv = new
-        if self.descriptors is not None:
-            grown = self.descriptors.new_zeros(self.descriptors.shape[0], new.shape[3], self.descriptors.shape[2])
-            grown[:, : self.size] = self.descriptors[:, : self.size]
-            self.descriptors = grown
+    def add(self, frames: list[int], k: torch.Tensor, v: torch.Tensor, descriptors: torch.Tensor | None) -> list[int]:
+        """k, v: [L, B, m, T, n, d] for the evicted `frames`; descriptors: [B, m, D] or None.
+        -> frames that left the bank to stay within the budget (possibly some of `frames`)."""
+        k, v, scale = self.codec.encode(k, v)  # [L, B, m, T, n, d] in the storage dtype; [m, B, L, 2, n] or None
+        evicted = []
+        for i, frame in enumerate(frames):
+            self._append_entry(frame, None if descriptors is None else descriptors[:, i])
+            if self.max_frames is not None and self.size > self.max_frames:
+                evicted.append(self._evict(self.eviction.victim(self.frames, self.descriptors, self.size - self.recent_guard)))
+            if self._slots[-1] == NEW:  # the new entry stayed: it takes a freed slot or the next one
+                self._slots[-1] = self._free.pop() if self._free else self._next_slot()
+                self._store(self._slots[-1], k[:, :, i], v[:, :, i], None if scale is None else scale[i])
+        return evicted
 
-    def add(self, frames: list[int], k: torch.Tensor, v: torch.Tensor, descriptors: torch.Tensor | None) -> None:
-        """k, v: [L, B, m, T, n, d] for the evicted `frames`; descriptors: [B, m, D] or None."""
-        m, start = len(frames), self.size
-        if start + m > self.capacity:
-            self._grow(start + m)
-        # copy_ makes a real copy even when the source is a view of the window cache
-        self.kv[:, 0, :, start : start + m].copy_(k, non_blocking=self._pin)
-        self.kv[:, 1, :, start : start + m].copy_(v, non_blocking=self._pin)
-        if self._pin:
-            self._copy_done = torch.cuda.Event()
-            self._copy_done.record()
-        if descriptors is not None:
-            if self.descriptors is None:
-                self.descriptors = descriptors.new_zeros(descriptors.shape[0], self.capacity, descriptors.shape[2])
-            self.descriptors[:, start : start + m] = descriptors
-        self.frames.extend(frames)
+    def _append_entry(self, frame: int, desc: torch.Tensor | None) -> None:
+        """desc: [B, D]. The entry gets its slot after the eviction decision, so the bank never needs more
+        than `max_frames` slots."""
+        if desc is not None:
+            if self._desc is None:
+                self._desc = desc.new_zeros(desc.shape[0], 16, desc.shape[1], device=self.compute_device)
+            if self.size == self._desc.shape[1]:
+                grown = self._desc.new_zeros(self._desc.shape[0], 2 * self.size, self._desc.shape[2])
+                grown[:, : self.size] = self._desc
+                self._desc = grown
+            self._desc[:, self.size] = desc.to(self._desc.device)
+        self.frames.append(frame)
+        self._slots.append(NEW)
+
+    def _evict(self, position: int) -> int:
+        frame, slot = self.frames.pop(position), self._slots.pop(position)
+        if self._desc is not None:
+            self._desc[:, position : self.size] = self._desc[:, position + 1 : self.size + 1].clone()
+        if slot != NEW:
+            self._free.append(slot)
+        return frame
+
+    def _next_slot(self) -> int:
+        self._slots_used += 1
+        return self._slots_used - 1
+
+    def _store(self, slot: int, k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor | None) -> None:
+        """k, v: [L, B, T, n, d] encoded; scale: [B, L, 2, n] or None."""
+        self.storage.write(slot, k, v)
+        if scale is not None:
+            if self._scale is None or self._scale.shape[0] <= slot:
+                rows = max(slot + 1, 2 * (0 if self._scale is None else self._scale.shape[0]))
+                grown = scale.new_zeros(rows, *scale.shape)
+                if self._scale is not None:
+                    grown[: self._scale.shape[0]] = self._scale
+                self._scale = grown
+            self._scale[slot] = scale
 
     def gather(self, pool_indices: torch.Tensor, dtype: torch.dtype) -> RetrievedKV:
-        """pool_indices: [B, k] -> K/V of those entries on the compute device, [L, B, k, T, n, d]."""
-        if self._copy_done is not None:
-            self._copy_done.synchronize()
+        """pool_indices: [B, k] -> K/V of those entries on the compute device, [L, B, k, T, n, d] in `dtype`."""
         self.num_gathers += 1
-        idx = pool_indices.to(self.storage_device)
-        batch = torch.arange(idx.shape[0], device=self.storage_device).unsqueeze(1)
-        picked = self.kv[:, :, batch, idx]  # [L, 2, B, k, T, n, d], one gather for all layers
-        if self._pin:
-            picked = picked.pin_memory()
-        picked = picked.to(self.compute_device, dtype, non_blocking=self._pin)
-        return RetrievedKV(k=picked[:, 0], v=picked[:, 1])
+        idx = pool_indices.tolist()
+        rows = [(self._slots[p], b) for b, picks in enumerate(idx) for p in picks]
+        payload = self.storage.read(rows)  # B * k slabs [L, 2, T, n, d]
+        scale = None
+        if self.codec.has_scale:
+            slots = torch.tensor([[self._slots[p] for p in picks] for picks in idx], device=self._scale.device)
+            scale = self._scale[slots, torch.arange(len(idx), device=slots.device)[:, None]]  # [B, k, L, 2, n]
+        kv = self.codec.decode(payload, scale, self._output(len(idx), len(idx[0]), dtype))  # [L, 2, B, k, T, n, d]
+        return RetrievedKV(k=kv[:, 0], v=kv[:, 1])
+
+    def _output(self, batch: int, k: int, dtype: torch.dtype) -> torch.Tensor:
+        """One of two reused output buffers, alternating: block t reads one while the prefetch for block t + 1
+        fills the other. (A fresh 10-100 MB tensor per block costs its page faults again on the CPU.)"""
+        _, l, two, t, n, d = self.storage.slab_shape
+        shape = (l, two, batch, k, t, n, d)
+        self._turn ^= 1
+        buf = self._outputs[self._turn]
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._outputs[self._turn] = torch.empty(shape, dtype=dtype, device=self.compute_device)
+        return buf
+
+    def gather_async(self, pool_indices: torch.Tensor, dtype: torch.dtype) -> PendingGather:
+        """Start `gather` and return at once, so the caller computes meanwhile: on a side CUDA stream from
+        accelerator memory; on a reader thread from host memory feeding a GPU, or from disk. A host-memory
+        bank of a CPU run is read at once (there is no other device to overlap with)."""
+        if self.storage.staged or self.storage.tier.background_reads:
+            if self._reader is None:
+                self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-bank-reader")
+            return PendingGather(self._reader.submit(self._gather_on_read_stream, pool_indices, dtype, self._now()))
+        if self._read_stream is not None:
+            return PendingGather.done(*self._gather_on_read_stream(pool_indices, dtype, self._now()))
+        return PendingGather.done(self.gather(pool_indices, dtype))
+
+    def _now(self) -> torch.cuda.Event | None:
+        """An event at this point of the compute stream: the bank's state the gather must see."""
+        return torch.cuda.current_stream(self.compute_device).record_event() if self._read_stream is not None else None
+
+    def _gather_on_read_stream(self, pool_indices: torch.Tensor, dtype: torch.dtype,
+                               after: torch.cuda.Event | None) -> tuple[RetrievedKV, torch.cuda.Event | None]:
+        if self._read_stream is None:
+            return self.gather(pool_indices, dtype), None
+        self._read_stream.wait_event(after)
+        with torch.cuda.stream(self._read_stream):
+            out = self.gather(pool_indices, dtype)
+        return out, self._read_stream.record_event()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)
+            self._reader = None
+        self.storage.close()
+
+
+def frame_bytes(num_layers: int, batch: int, tokens_per_frame: int, num_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+    """Bytes of one banked frame: K and V of every layer, plus a float32 scale per (sample, layer, k|v, head)
+    for float8."""
+    payload = 2 * num_layers * batch * tokens_per_frame * num_heads * head_dim * dtype.itemsize
+    return payload + (2 * num_layers * batch * num_heads * 4 if make_codec(dtype).has_scale else 0)
+
+
+def build_history_bank(cfg: ModelKwargs, num_layers: int, batch: int, tokens_per_frame: int, num_heads: int,
+                       head_dim: int, num_frames: int, compute: torch.device, dtype: torch.dtype) -> tuple[HistoryBank, str]:
+    """The bank of one rollout of `num_frames` frames as the config asks (dtype, budget, policy, tier);
+    -> (bank, which tier and why)."""
+    per_frame = frame_bytes(num_layers, batch, tokens_per_frame, num_heads, head_dim, dtype)
+    max_frames = None
+    if cfg.memory_budget_gb is not None:
+        max_frames = math.floor(cfg.memory_budget_gb * GB / per_frame)
+        if max_frames <= cfg.recent_exclude:
+            raise ConfigError(
+                f"model_kwargs.memory_budget_gb {cfg.memory_budget_gb} holds {max_frames} banked frames of {per_frame / 1e6:.4g} MB; "
+                f"the recency guard (recent_exclude {cfg.recent_exclude}) needs at least {cfg.recent_exclude + 1}: "
+                f"set memory_budget_gb >= {(cfg.recent_exclude + 1) * per_frame / GB:.4g}")
+    banked = max(num_frames - cfg.local_attn_size, 1)  # frames that ever leave the window
+    planned = per_frame * (banked if max_frames is None else min(banked, max_frames))
+    choice = choose_tier(cfg.memory_device, cfg.memory_folder, planned, compute)
+    bank = HistoryBank(num_layers, batch, tokens_per_frame, num_heads, head_dim, choice.tier, dtype, compute,
+                       max_frames=max_frames, eviction=EVICTION_POLICIES[cfg.memory_eviction](),
+                       recent_guard=cfg.recent_exclude)
+    budget = "no budget" if max_frames is None else f"budget {max_frames} frames ({cfg.memory_budget_gb} GB, {cfg.memory_eviction} eviction)"
+    return bank, f"history bank on {choice.tier.name} ({choice.reason}); {per_frame / 1e6:.2f} MB per frame, {budget}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.history_bank import HistoryBank
+from pipeline.history_bank import HistoryBank, PendingGather
 from pipeline.retrieval import Retrieval, Selection
 from wan.block_attention import RetrievedKV
 
@@ -14,6 +14,8 @@ class RetrievalMemory:
         self.top_k, self.recent_exclude = top_k, recent_exclude
         self._rng = torch.Generator().manual_seed(seed)
         self._frame_descriptors: list[torch.Tensor] = []  # per block: [B, nf, D]
+        self._evicted: list[int] = []  # frames that left the bank since the last log entry
+        self._prefetched: tuple[int, Selection | None, PendingGather | None] | None = None
         self.log: list[dict] = []
 
     def descriptors(self) -> torch.Tensor:
@@ -27,23 +29,41 @@ class RetrievalMemory:
     def bank_frames(self, frames: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
         """Move frames evicted from the window cache (k, v: [L, B, m, T, n, d]) into the bank."""
         desc = self.descriptors()[:, frames].to(self.bank.compute_device)
-        self.bank.add(frames, k, v, desc)
+        self._evicted += self.bank.add(frames, k, v, desc)
+
+    def _select(self, block_start: int) -> Selection | None:
+        if block_start == 0 or self.bank.descriptors is None:
+            return None
+        query = self.descriptors()[:, block_start - 1]
+        return self.retrieval.select(query, self.bank.descriptors, self.recent_exclude, self.top_k, self._rng)
+
+    def prefetch(self, block_start: int, dtype: torch.dtype) -> None:
+        """Make the retrieval decision of the block starting at `block_start` now (its query frame is
+        indexed and the bank is final for it) and start gathering, so the gather overlaps the recache pass."""
+        selection = self._select(block_start)
+        pending = None if selection is None else self.bank.gather_async(selection.pool_indices, dtype)
+        self._prefetched = (block_start, selection, pending)
 
     def retrieve(self, block_start: int, dtype: torch.dtype) -> tuple[RetrievedKV, list[list[int]]] | None:
-        """Retrieval decision for the block starting at `block_start`, made before its first call.
+        """Retrieval decision for the block starting at `block_start`, made before its first call (or taken
+        from `prefetch`).
 
         The query is the newest finished frame (block_start - 1). -> K/V of the chosen entries and
         their global frame indices [B][k], or None when nothing is eligible.
         """
-        if block_start == 0 or self.bank.descriptors is None:
-            return None
-        pool = self.bank.descriptors[:, : self.bank.size]
-        selection = self.retrieval.select(self.descriptors()[:, block_start - 1], pool, self.recent_exclude, self.top_k, self._rng)
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and prefetched[0] == block_start:
+            _, selection, pending = prefetched
+        else:
+            if prefetched is not None and prefetched[2] is not None:
+                prefetched[2].result()  # an unused prefetch still owns the bank's staging buffer until it ends
+            selection, pending = self._select(block_start), None
         if selection is None:
             return None
         frames = torch.tensor(self.bank.frames)[selection.pool_indices.cpu()].tolist()
         self._log(block_start, selection, frames)
-        return self.bank.gather(selection.pool_indices, dtype), frames
+        retrieved = self.bank.gather(selection.pool_indices, dtype) if pending is None else pending.result()
+        return retrieved, frames
 
     def _log(self, block_start: int, sel: Selection, frames: list[list[int]]) -> None:
         self.log.append(
@@ -56,5 +76,7 @@ class RetrievalMemory:
                 "selected_frames": frames,
                 "similarities": None if sel.similarities is None else sel.similarities.tolist(),
                 "compression_method": self.retrieval.name,
+                "evicted_frames": self._evicted,
             }
         )
+        self._evicted = []

@@ -35,7 +35,7 @@ def gaussian_noise(generator: torch.Generator) -> NoiseSource:
 class RolloutResult:
     latents: torch.Tensor  # [B, F, C, H, W] clean latents
     context_log: list[dict] = field(default_factory=list)  # per block: attended frames and positions
-    extras: dict = field(default_factory=dict)  # method-specific (latentmem: retrieval_log, descriptors, kv_gathers)
+    extras: dict = field(default_factory=dict)  # method-specific (latentmem: retrieval_log, descriptors, kv_gathers, history_bank)
     ms_per_block: list[float] = field(default_factory=list)
 
 
@@ -93,9 +93,11 @@ class CausalRollout:
 
     @torch.no_grad()
     def recache(self, attn: BlockAttention, x0: torch.Tensor, noise: NoiseSource) -> tuple[torch.Tensor, BlockKV]:
-        """The clean pass at timestep `context_noise` -> (its x0, discarded by the loop; the block's K/V)."""
+        """The clean pass at timestep `context_noise` -> (its x0, discarded by the loop; the block's K/V).
+        The policy's work that may overlap it (latentmem: the next block's prefetch) starts first."""
         t = torch.full(x0.shape[:2], float(self.cfg.context_noise), device=self.device)
         x = x0 if self.cfg.context_noise == 0 else self.schedule.renoise(x0, noise(x0.shape).to(x0.device), t)
+        self.policy.before_recache(attn.context, x0)
         recache = RecachePass(attn)
         return self.predict_x0(recache, x, t), recache.block_kv
 
@@ -137,18 +139,21 @@ def generate(
     rollout = CausalRollout(model, cfg, policy_factory, embeds, (c, h, w), num_frames, seed)
     out = torch.empty(noise.shape, dtype=torch.float32, device=rollout.device)
     timings = []
-    for block in tqdm(schedule.blocks(num_frames, nf), desc="blocks", disable=not progress, leave=False):
-        start = time.perf_counter()
-        first, end = block.frames[0], block.frames[-1] + 1
-        attn = rollout.begin_block(block)
-        if first < num_opening:
-            x0 = opening[:, first:end].to(rollout.device, torch.float32)
-        else:
-            x0 = rollout.denoise_block(attn, noise[:, first:end].to(rollout.device), renoise)
-        out[:, first:end] = x0
-        _, kv = rollout.recache(attn, x0, renoise)
-        rollout.end_block(block, attn, x0, kv)
-        if rollout.device.type == "cuda":
-            torch.cuda.synchronize(rollout.device)
-        timings.append((time.perf_counter() - start) * 1000)
+    try:
+        for block in tqdm(schedule.blocks(num_frames, nf), desc="blocks", disable=not progress, leave=False):
+            start = time.perf_counter()
+            first, end = block.frames[0], block.frames[-1] + 1
+            attn = rollout.begin_block(block)
+            if first < num_opening:
+                x0 = opening[:, first:end].to(rollout.device, torch.float32)
+            else:
+                x0 = rollout.denoise_block(attn, noise[:, first:end].to(rollout.device), renoise)
+            out[:, first:end] = x0
+            _, kv = rollout.recache(attn, x0, renoise)
+            rollout.end_block(block, attn, x0, kv)
+            if rollout.device.type == "cuda":
+                torch.cuda.synchronize(rollout.device)
+            timings.append((time.perf_counter() - start) * 1000)
+    finally:
+        rollout.policy.close()
     return RolloutResult(latents=out, context_log=rollout.context_log, extras=rollout.policy.extras(), ms_per_block=timings)

@@ -11,14 +11,16 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from utils.config import ConfigError
-from utils.dtypes import DTYPES
+from utils.dtypes import BANK_DTYPES
 
 METHODS = ("native", "latentmem", "infrope", "deepforcing")
+EVICTION_POLICIES = ("redundant", "oldest", "stride")
 DF_SCORES = ("softmax", "logits")
 DF_SCORE_QUERIES = ("both", "current", "clean")
 # model_kwargs keys only one method reads; setting one for another method is an error, not a silent no-op
 METHOD_KEYS = {
-    "latentmem": ("memory_size", "recent_exclude", "compression_method", "ae_ckpt", "memory_device", "memory_dtype"),
+    "latentmem": ("memory_size", "recent_exclude", "compression_method", "ae_ckpt", "memory_device", "memory_dtype",
+                  "memory_budget_gb", "memory_eviction", "memory_folder", "memory_prefetch"),
     "infrope": ("infrope_cut_position", "infrope_cut_on_marked_scene", "infrope_flush_newest", "infrope_flush_after_sink"),
     "deepforcing": ("df_recent", "df_score", "df_score_queries", "df_hysteresis"),
 }
@@ -34,8 +36,12 @@ class ModelKwargs:
     recent_exclude: int = 5  # R: newest bank entries that may not be retrieved
     compression_method: str = "ae"  # retrieval descriptor: ae | avg_pool | random | oracle (ground truth; toy world only)
     ae_ckpt: str | None = None  # retrieval autoencoder (compression_method ae)
-    memory_device: str = "auto"  # history bank placement: auto (= compute device) | cpu | cuda[:i]
-    memory_dtype: str = "auto"  # history bank dtype: auto (= model dtype) | float32 | bfloat16 | float16
+    memory_device: str = "auto"  # history bank tier: auto (fastest that fits) | cpu | cuda[:i] | disk
+    memory_dtype: str = "auto"  # history bank dtype: auto (= model dtype) | float32 | bfloat16 | float16 | float8_e4m3fn
+    memory_budget_gb: float | None = None  # most GB the bank holds on its tier; null: unbounded
+    memory_eviction: str = "redundant"  # entry evicted from a full bank: redundant | oldest | stride
+    memory_folder: str | None = None  # folder of the disk tier's memory-mapped file
+    memory_prefetch: bool = True  # start the next block's gather before the recache pass
     # infrope (the defaults reproduce the official code; the flags fix its bugs)
     infrope_cut_position: int = 45  # first temporal position of a block after a hard cut
     infrope_cut_on_marked_scene: bool = False  # `#` cuts into its own scene (official: into the next one)
@@ -61,8 +67,14 @@ class ModelKwargs:
                 f"local_attn_size {self.local_attn_size} - sink_size {self.sink_size} - memory_size {self.memory_size} "
                 f"leaves fewer local frames than num_frame_per_block {num_frame_per_block}"
             )
-        if self.memory_dtype != "auto" and self.memory_dtype not in DTYPES:
-            raise ConfigError(f"model_kwargs.memory_dtype '{self.memory_dtype}' is not 'auto' or one of {list(DTYPES)}")
+        if self.memory_dtype != "auto" and self.memory_dtype not in BANK_DTYPES:
+            raise ConfigError(f"model_kwargs.memory_dtype '{self.memory_dtype}' is not 'auto' or one of {list(BANK_DTYPES)}")
+        if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
+            raise ConfigError(f"model_kwargs.memory_budget_gb must be > 0 (or null for no budget), got {self.memory_budget_gb}")
+        if self.memory_eviction not in EVICTION_POLICIES:
+            raise ConfigError(f"model_kwargs.memory_eviction '{self.memory_eviction}' is not one of {list(EVICTION_POLICIES)}")
+        if self.memory_device == "disk" and not self.memory_folder:
+            raise ConfigError("model_kwargs.memory_device disk needs model_kwargs.memory_folder: a folder with room for the bank's file")
 
     def _validate_deepforcing(self, num_frame_per_block: int) -> None:
         if self.df_recent < 0:

@@ -154,3 +154,52 @@ def test_oracle_descriptor_retrieves_the_frames_its_ground_truth_says():
         assert len(hits) == min(cfg.model_kwargs.memory_size, len(same))
     with pytest.raises(ValueError, match="ground truth"):
         GroundTruthDescriptor(truth)(torch.zeros(1, frames + 1, 16, 8, 8))
+
+
+def bank_rollout(model, frames=30, **bank_settings):
+    cfg = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(compression_method="avg_pool", **bank_settings))
+    cfg.validate()
+    noise = torch.randn(1, frames, 16, 8, 8, generator=torch.Generator().manual_seed(4))
+    prompts = torch.randn(1, 10, 32, generator=torch.Generator().manual_seed(5))
+    return generate(model, cfg, noise, prompts, per_sample_noise([6], None), avg_pool_policy(cfg))
+
+
+def retrievals(result):
+    """Retrieval entries of the blocks that retrieved, from the context log."""
+    return [e["retrieval"] for e in result.context_log if e["retrieval"] is not None]
+
+
+def test_prefetched_loop_is_bit_identical_to_the_plain_loop(tmp_path):
+    model = fixture_model()
+    for settings in ({}, {"memory_budget_gb": 8.5 * 16384 / 1e9, "memory_eviction": "redundant"},
+                     {"memory_device": "disk", "memory_folder": str(tmp_path), "memory_dtype": "float8_e4m3fn"}):
+        plain = bank_rollout(model, memory_prefetch=False, **settings)
+        prefetched = bank_rollout(model, memory_prefetch=True, **settings)
+        assert torch.equal(plain.latents, prefetched.latents)
+        assert plain.context_log == prefetched.context_log and len(retrievals(plain)) >= 4
+
+
+def test_budgeted_rollout_keeps_the_bank_bounded_and_logs_evictions():
+    model = fixture_model()
+    # fixture frame: 2 (k, v) x 2 layers x 16 tokens x 4 heads x 16 dims x 4 bytes = 16384 bytes -> 8 frames
+    budget = 8.5 * 16384 / 1e9
+    result = bank_rollout(model, memory_budget_gb=budget, memory_eviction="oldest")
+    unbounded = bank_rollout(model)
+    evicted = [f for e in retrievals(result) for f in e["evicted_frames"]]
+    assert max(e["num_banked"] for e in retrievals(result)) == 8
+    assert evicted == list(range(1, len(evicted) + 1)) and len(evicted) >= 6  # oldest first
+    gone = 0
+    for entry in retrievals(result):
+        # pool indices are positions in the bounded bank; selected_frames name the frames, all still banked
+        gone = max([gone, *entry["evicted_frames"]])
+        assert min(entry["selected_frames"][0]) > gone
+        assert sorted(entry["selected_frames"][0]) == sorted(gone + 1 + i for i in entry["selected_pool_indices"][0])
+    assert all(e["evicted_frames"] == [] for e in retrievals(unbounded))
+    assert not torch.equal(result.latents, unbounded.latents)
+
+
+def test_fp8_bank_stays_close_to_the_full_precision_bank():
+    model = fixture_model()
+    fp8 = bank_rollout(model, memory_dtype="float8_e4m3fn")
+    full = bank_rollout(model)
+    assert 0 < (fp8.latents - full.latents).abs().max() < 0.1

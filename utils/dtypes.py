@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch
 
 DTYPES = ("float32", "bfloat16", "float16")
+BANK_DTYPES = (*DTYPES, "float8_e4m3fn")  # the history bank may also store float8 (with scales)
 
 
 def torch_dtype(name: str) -> torch.dtype:
-    """A name of DTYPES -> the torch dtype."""
-    if name not in DTYPES:
-        raise ValueError(f"dtype '{name}' is not one of {list(DTYPES)}")
+    """A name of BANK_DTYPES -> the torch dtype."""
+    if name not in BANK_DTYPES:
+        raise ValueError(f"dtype '{name}' is not one of {list(BANK_DTYPES)}")
     return getattr(torch, name)
 
 

@@ -110,7 +110,12 @@ class FrameKVCache:
         return self.k[layer].index_select(1, idx).flatten(1, 2), self.v[layer].index_select(1, idx).flatten(1, 2)
 
     def read_all_layers(self, slots: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> k, v: [L, B, len(slots), T, n, d] (for moving frames into a history bank)."""
+        """-> k, v: [L, B, len(slots), T, n, d] (for moving frames into a history bank). A view of the
+        cache when the slots sit in consecutive physical slots (the bank copies them before the cache is
+        written again; a fresh copy here would cost a page-faulting allocation per block on the CPU)."""
+        physical = [self._physical[s] for s in slots]
+        if physical == list(range(physical[0], physical[0] + len(physical))):
+            return self.k[:, :, physical[0] : physical[-1] + 1], self.v[:, :, physical[0] : physical[-1] + 1]
         idx = self._index(slots)
         return self.k.index_select(2, idx), self.v.index_select(2, idx)
 

@@ -190,6 +190,9 @@ class DeepForcingPolicy:
         scores = self.scorer(torch.cat(queries, 1), keys, candidates, store.frame)
         store.keep(scores.topk(keep, dim=1).indices.sort(dim=1).values)
 
+    def before_recache(self, context, x0) -> None:
+        pass
+
     def end_block(self, block, context, x0, kv) -> dict:
         write_back(self.cache, context, kv)
         for layer, q in enumerate(kv.q if self.recent else []):
@@ -199,3 +202,6 @@ class DeepForcingPolicy:
 
     def extras(self) -> dict:
         return {}
+
+    def close(self) -> None:
+        pass

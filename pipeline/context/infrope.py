@@ -61,9 +61,15 @@ class InfRopePolicy:
         sources = [CachedFrames(self.cache, cached, cached, self.rope, self.grid_hw)] if cached else []
         return BlockContext(block.frames, sources, queries, keys, slots)
 
+    def before_recache(self, context, x0) -> None:
+        pass
+
     def end_block(self, block, context, x0, kv) -> dict:
         write_back(self.cache, context, kv)
         return {"flush": block.boundary, "cut": block.cut}
 
     def extras(self) -> dict:
         return {}
+
+    def close(self) -> None:
+        pass

@@ -5,31 +5,31 @@ to the newest frame (outside the R most recent) are spliced in, all at temporal 
 """
 from __future__ import annotations
 
-import torch
 
 from pipeline.context.policy import PolicySetup, write_back
-from pipeline.history_bank import HistoryBank
+from pipeline.history_bank import build_history_bank
 from pipeline.prompt_schedule import Block
 from pipeline.retrieval import Retrieval
 from pipeline.retrieval_memory import RetrievalMemory
+from pipeline.rollout_config import ModelKwargs
+from utils.dtypes import resolve_dtype
 from wan.block_attention import BlockContext, CachedFrames, RetrievedFrames
 from wan.context_layout import block_layout
 
 
 class LatentMemPolicy:
     def __init__(self, setup: PolicySetup, window: int, sink_size: int, memory_size: int, recent_exclude: int,
-                 retrieval: Retrieval, storage_device: torch.device | None = None, storage_dtype: torch.dtype | None = None):
-        """storage_device / storage_dtype of the history bank: None = the compute device / the model dtype."""
+                 retrieval: Retrieval, bank: ModelKwargs):
+        """bank: the history bank's settings (memory_device / dtype / budget_gb / eviction / folder / prefetch)."""
         g = setup.geometry
         self.window, self.sink_size, self.memory_size = window, sink_size, memory_size
         self.rope, self.grid_hw, self.dtype = setup.rope, g.grid_hw, g.dtype
+        self.num_frames, self.prefetch = g.num_frames, bank.memory_prefetch
         self.cache = g.window_cache(window, sink_size)
-        bank = HistoryBank(
-            g.num_layers, g.batch, g.tokens_per_frame, g.num_heads, g.head_dim,
-            capacity=max(g.num_frames - window, 1), storage_device=storage_device or g.device,
-            storage_dtype=storage_dtype or g.dtype, compute_device=g.device,
-        )
-        self.memory = RetrievalMemory(bank, retrieval, memory_size, recent_exclude, setup.seed)
+        history, self.bank_choice = build_history_bank(
+            bank, g.num_layers, g.batch, g.tokens_per_frame, g.num_heads, g.head_dim, g.num_frames, g.device,
+            resolve_dtype(bank.memory_dtype, g.dtype))
+        self.memory = RetrievalMemory(history, retrieval, memory_size, recent_exclude, setup.seed)
 
     def begin_block(self, block: Block) -> BlockContext:
         first = block.frames[0]
@@ -52,8 +52,15 @@ class LatentMemPolicy:
         positions = list(layout.current_positions)
         return BlockContext(block.frames, sources, positions, positions, slots)
 
-    def end_block(self, block, context, x0, kv) -> dict:
+    def before_recache(self, context, x0) -> None:
         self.memory.index(x0)
+        # the next block's query frame is indexed now and the bank only changes after its decision, so
+        # its gather can run during this block's recache pass
+        following = context.frames[-1] + 1
+        if self.prefetch and following < self.num_frames:
+            self.memory.prefetch(following, self.dtype)
+
+    def end_block(self, block, context, x0, kv) -> dict:
         write_back(self.cache, context, kv)
         decisions = self.memory.log
         retrieval = decisions[-1] if decisions and decisions[-1]["block_start_frame"] == block.frames[0] else None
@@ -61,4 +68,8 @@ class LatentMemPolicy:
 
     def extras(self) -> dict:
         memory = self.memory
-        return {"retrieval_log": memory.log, "descriptors": memory.descriptors(), "kv_gathers": memory.bank.num_gathers}
+        return {"retrieval_log": memory.log, "descriptors": memory.descriptors(), "kv_gathers": memory.bank.num_gathers,
+                "history_bank": self.bank_choice}
+
+    def close(self) -> None:
+        self.memory.bank.close()

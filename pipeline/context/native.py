@@ -22,9 +22,15 @@ class NativePolicy:
         positions = list(layout.current_positions)
         return BlockContext(block.frames, sources, positions, positions, slots)
 
+    def before_recache(self, context, x0) -> None:
+        pass
+
     def end_block(self, block, context, x0, kv) -> dict:
         write_back(self.cache, context, kv)
         return {}
 
     def extras(self) -> dict:
         return {}
+
+    def close(self) -> None:
+        pass

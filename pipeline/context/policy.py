@@ -51,12 +51,19 @@ class ContextPolicy(Protocol):
     def begin_block(self, block: Block) -> BlockContext:
         """Decide the block's context before its first call."""
 
+    def before_recache(self, context: BlockContext, x0: torch.Tensor) -> None:
+        """x0: [B, nf, C, H, W] clean latents of the block, before its recache pass: work that may overlap
+        that pass (latentmem: index the block, start gathering the next block's retrieval)."""
+
     def end_block(self, block: Block, context: BlockContext, x0: torch.Tensor, kv: BlockKV) -> dict:
         """x0: [B, nf, C, H, W] clean latents of the block; kv: its recache pass. -> method-specific
         fields of the block's context-log entry ({} if none)."""
 
     def extras(self) -> dict:
         """Method-specific results for the run's files (e.g. the retrieval log); {} if none."""
+
+    def close(self) -> None:
+        """Release what outlives the rollout otherwise (latentmem: the history bank's disk file, reader thread)."""
 
 
 # -> a fresh policy for one rollout (a policy class with its options bound)
