@@ -7,7 +7,6 @@ so `checkpoints/ae_latent_mem.pt` loads strictly with no conversion.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, fields
 
 import torch
@@ -200,12 +199,12 @@ def _state_dict_mismatches(model: nn.Module, state: dict) -> tuple[list[str], li
 
 
 def load_retrieval_autoencoder(
-    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, strict: bool = True
+    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> RetrievalAutoencoder:
     """Build the AE from a trainer checkpoint `{"model": state_dict, "config": dict, ...}` and load it.
 
-    The checkpoint's config is the whole training config; only the model keys are read. With
-    `strict=False`, missing / unexpected keys are reported as a warning; shape mismatches always raise.
+    The checkpoint's config is the whole training config; only the model keys are read. The load is
+    strict: any missing, unexpected or mis-shaped key raises, naming them all.
     """
     path = require_path(path, "retrieval autoencoder checkpoint", RAG_DOWNLOAD)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -215,12 +214,10 @@ def load_retrieval_autoencoder(
     cfg = AEConfig.from_training_config(ckpt["config"])
     model = RetrievalAutoencoder(cfg)
     missing, unexpected, shapes = _state_dict_mismatches(model, ckpt["model"])
-    if shapes or (strict and (missing or unexpected)):
+    if shapes or missing or unexpected:
         raise AECheckpointError(
             f"{path} does not match RetrievalAutoencoder({cfg}):\n"
             f"  missing keys: {missing}\n  unexpected keys: {unexpected}\n  shape mismatches: {shapes}"
         )
-    if missing or unexpected:
-        warnings.warn(f"{path}: loading non-strictly; missing keys {missing}, unexpected keys {unexpected}", stacklevel=2)
-    model.load_state_dict(ckpt["model"], strict=False)
+    model.load_state_dict(ckpt["model"])
     return model.to(device=device, dtype=dtype)

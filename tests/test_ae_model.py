@@ -146,20 +146,6 @@ def test_strict_load_lists_missing_unexpected_and_shape_mismatches(tmp_path):
     assert "encoder.fc.weight: checkpoint [33, 16] vs model [32, 16]" in message
 
 
-def test_non_strict_load_warns_about_missing_keys_but_loads_the_rest(tmp_path):
-    ckpt = load_fixture("gen_ae.pt")
-    decoder_keys = [k for k in ckpt["model"] if k.startswith("decoder.")]
-    for k in decoder_keys:
-        del ckpt["model"][k]
-    path = tmp_path / "encoder_only.pt"
-    torch.save(ckpt, path)
-    with pytest.raises(AECheckpointError):
-        load_retrieval_autoencoder(path)
-    with pytest.warns(UserWarning, match="decoder.fc.0.weight"):
-        model = load_retrieval_autoencoder(path, strict=False)
-    assert torch.equal(model.encoder.fc.weight, ckpt["model"]["encoder.fc.weight"])
-
-
 def test_checkpoint_without_model_or_config_is_rejected(tmp_path):
     path = tmp_path / "raw_state_dict.pt"
     torch.save(load_fixture("gen_ae.pt")["model"], path)
