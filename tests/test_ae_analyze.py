@@ -75,8 +75,8 @@ def test_bank_frames_are_what_the_window_cache_evicts():
     bank = []
     for start in range(0, 60, geo.block):
         frames = tuple(range(start, start + geo.block))
-        bank += cache.displaced_by(frames)
-        cache.write(0, frames, torch.zeros(1, geo.block, 1, 1), torch.zeros(1, geo.block, 1, 1))
+        bank += [cache.frame_at(slot) for slot in cache.overflow(len(frames))]
+        cache.admit(frames)
         assert bank == list(geo.bank_frames(frames[-1])), start
     assert list(geo.query_frames(10)) == [2, 5, 8]  # the newest frame before blocks 3, 6, 9
 
