@@ -21,6 +21,8 @@ from ae.data import LatentDataError
 from ae.train import AETrainConfig, train_autoencoder
 from utils.assets import MissingAssetError
 from utils.config import ConfigError, load_config
+from utils.distributed import dist_info_from_env
+from utils.locks import FolderInUseError, hold_folder
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(AETrainConfig, args.config, args.overrides)
-        result = train_autoencoder(cfg)
-    except (ConfigError, LatentDataError, MissingAssetError) as err:
+        # two trainings in one output_dir would overwrite each other's checkpoints
+        with hold_folder(cfg.output_dir, "output_dir", enabled=dist_info_from_env().is_main):
+            result = train_autoencoder(cfg)
+    except (ConfigError, LatentDataError, MissingAssetError, FolderInUseError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     state = PartialState()

@@ -21,6 +21,7 @@ from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError
 from utils.distributed import DistInfo, rank_device
 from utils.dtypes import compute_dtype
 from utils.seeding import DEMO_SEED, seed_everything, seeded
+from utils.settings import file_fingerprint
 from wan.checkpoint import load_backbone_checkpoint
 from wan.lora import apply_lora
 from wan.model import CausalWanModel
@@ -84,6 +85,15 @@ def required_assets(cfg: GenerationConfig) -> list[tuple[str, str, str]]:
         (cfg.vae.checkpoint, "VAE checkpoint (vae.checkpoint)", WAN_DOWNLOAD),
     ]
     return [(path, what, download) for path, what, download in assets if path is not None]
+
+
+def weight_fingerprints(cfg: GenerationConfig) -> dict[str, dict | None]:
+    """Path, size and mtime of every weights file the config loads (None: random demo weights), by config key."""
+    mk = cfg.model_kwargs
+    weights = {"generator_ckpt": cfg.generator_ckpt, "lora_ckpt": cfg.lora_ckpt,
+               "model_kwargs.ae_ckpt": mk.ae_ckpt if mk.uses_encoder else None,
+               "text_encoder.weights": cfg.text_encoder.weights, "vae.checkpoint": cfg.vae.checkpoint}
+    return {key: file_fingerprint(path) for key, path in weights.items()}
 
 
 def require_assets(cfg: GenerationConfig) -> None:

@@ -17,6 +17,7 @@ from ae.data import LatentChunkDataset
 from ae.model import load_retrieval_autoencoder
 from ae.train import LOSS_TERMS, AETrainConfig, train_autoencoder
 from utils.config import ConfigError, load_config
+from utils.locks import hold_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "ae" / "configs"
@@ -260,6 +261,16 @@ def test_cli_reports_config_and_data_errors_by_name(toy_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "batch_size 64" in err and "chunks_per_video" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_refuses_an_output_dir_in_use(toy_dir, tmp_path, capsys):
+    cli = script_module("train_ae_delta", ROOT / "train_ae_delta.py")
+    with hold_folder(tmp_path / "run", "output_dir"):
+        args = ["--config", str(CONFIGS / "toy_delta.yaml"), f"output_dir={tmp_path / 'run'}", f"data_dir={toy_dir}", *TINY]
+        assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"output_dir '{tmp_path / 'run'}' is in use by another run (pid {os.getpid()}" in err
+    assert not list((tmp_path / "run").glob("*.pt"))
 
 
 def test_corrupt_and_too_short_files_are_reported_by_name_and_skipped(toy_dir, tmp_path, caplog):

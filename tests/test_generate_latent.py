@@ -15,8 +15,8 @@ import torch
 
 import generate_latent
 from corpus.folder import SETTINGS_FILE, claim_corpus_folder
-from corpus.config import (GenerateLatentConfig, config_hash, hashed_settings,
-                                             load_generate_latent_config)
+from corpus.config import GenerateLatentConfig, hashed_settings, load_generate_latent_config
+from utils.settings import config_hash
 from inference_job.config import InferenceConfig
 from corpus.files import ExpectedVideo, LatentFiles, latents_problem, pt_problem
 from corpus.jobs import latent_jobs, sample_prompt_indices

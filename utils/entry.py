@@ -11,6 +11,7 @@ from typing import Callable, Sequence, TypeVar
 
 from utils.assets import MissingAssetError
 from utils.config import ConfigError
+from utils.locks import FolderInUseError
 from utils.distributed import DistInfo, cleanup_distributed, dist_info_from_env
 
 C = TypeVar("C")
@@ -25,12 +26,12 @@ def parse_config_args(argv: Sequence[str] | None, doc: str, example: str) -> arg
 
 def config_main(argv: Sequence[str] | None, doc: str, example: str, load: Callable[[str, Sequence[str]], C],
                 run: Callable[[C, DistInfo], None]) -> int:
-    """Exit code of one run: 0 done, 2 config or asset error."""
+    """Exit code of one run: 0 done, 2 config or asset error or an output folder in use."""
     args = parse_config_args(argv, doc, example)
     info = dist_info_from_env()
     try:
         run(load(args.config, args.overrides), info)
-    except (ConfigError, MissingAssetError) as err:
+    except (ConfigError, MissingAssetError, FolderInUseError) as err:
         if info.is_main:
             print(f"error: {err}", file=sys.stderr)
         return 2
