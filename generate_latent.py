@@ -53,7 +53,8 @@ def run_locked(cfg: GenerateLatentConfig, info: DistInfo, setup: RunSetup) -> No
 
     jobs = shard(latent_jobs(prompts, cfg.sample_ratio, cfg.seed), info.rank, info.world_size)
     frame_shape = list(LatentGeometry.of(model_preset(cfg.model_preset), cfg.latent_height, cfg.latent_width).frame_shape)
-    corpus = CorpusRun(cfg, chash, frame_shape, device, lambda: build_components(cfg, device, setup.dtype))
+    corpus = CorpusRun(cfg, chash, frame_shape, device, 
+                       lambda: build_components(cfg, device, setup.dtype, [job.prompt for job in jobs]))
     records = run_latent_jobs(corpus, jobs, info.rank, info.world_size)
     gathered = gather_to_main(records, info)
     if info.is_main:

@@ -55,7 +55,7 @@ def run_locked(cfg: InferenceConfig, info: DistInfo, setup: RunSetup) -> None:
     init_distributed(info, setup.device, timeout=UNEVEN_WORK_TIMEOUT)
     jobs = build_jobs(cfg, info)
     settings = run_settings(cfg, setup.device.type, dtype_name(setup.dtype))
-    records = run_jobs(jobs, cfg, settings, lambda: build_components(cfg, setup.device, setup.dtype), progress=info.is_main)
+    records = run_jobs(jobs, cfg, settings, lambda: build_components(cfg, setup.device, setup.dtype, [job.prompt for job in jobs]), progress=info.is_main)
     gathered = gather_to_main(records, info)
     if info.is_main:
         all_records = [record for rank_records in gathered for record in rank_records]

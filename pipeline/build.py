@@ -7,6 +7,7 @@ to another method (e.g. a missing retrieval encoder never turns `ae` into `avg_p
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ import torch
 from ae.model import AEConfig, RetrievalAutoencoder, load_retrieval_autoencoder
 from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor, FrameDescriptor, NoDescriptor
 from pipeline.generation_config import AdapterConfig, GenerationConfig
+from pipeline.memory_plan import plan_run
 from pipeline.rollout_config import ModelKwargs
 from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError
 from utils.distributed import DistInfo, rank_device
@@ -29,7 +31,7 @@ from wan.model_config import WanModelConfig, model_preset
 from wan.text_encoder_config import default_tokenizer_dir
 
 if TYPE_CHECKING:  # transformers and diffusers load in the builders, so --help and config errors stay fast
-    from wan.text_encoder import WanTextEncoder
+    from wan.text_encoder import EncodedPrompts, WanTextEncoder
     from wan.vae import WanVAE
 
 # The demo retrieval encoder: the fixtures' tiny AE layout (two stages fit an 8 x 8 latent frame).
@@ -44,7 +46,7 @@ class ComponentMismatchError(ValueError):
 @dataclass
 class InferenceComponents:
     generator: CausalWanModel
-    text_encoder: WanTextEncoder
+    prompts: EncodedPrompts  # the run's prompts, encoded before the generator was loaded
     vae: WanVAE
     descriptor: FrameDescriptor | None  # None for native runs
 
@@ -137,6 +139,19 @@ def build_text_encoder(cfg: GenerationConfig, mcfg: WanModelConfig, device: torc
     return WanTextEncoder.from_preset(te.preset, te.weights, te.tokenizer, device, dtype, mcfg.text_len)
 
 
+def encode_prompts(cfg: GenerationConfig, mcfg: WanModelConfig, prompts: list[str], device: torch.device,
+                   dtype: torch.dtype) -> EncodedPrompts:
+    """Encode `prompts`, then release the text encoder and its memory (11.4 GB for UMT5-XXL in bf16)
+    before anything else is loaded: the encoder never shares the device with the rollout."""
+    encoder = build_text_encoder(cfg, mcfg, device, dtype)
+    encoded = encoder.encode_all(prompts)
+    del encoder
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return encoded
+
+
 def build_vae(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> WanVAE:
     from wan.vae import WanVAE
 
@@ -144,15 +159,16 @@ def build_vae(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -
 
 
 def load_autoencoder(path: str | Path | None, frame: tuple[int, int, int], device: torch.device) -> RetrievalAutoencoder:
-    """The retrieval AE for latent frames `frame` (C, H, W) in float32 (descriptors only rank bank entries;
-    fp32 keeps near-ties stable); without a path, the random tiny demo encoder."""
+    """The retrieval AE's encoder half for latent frames `frame` (C, H, W) in float32 (descriptors only rank bank
+    entries; fp32 keeps near-ties stable); without a path, the random tiny demo encoder. `decode` is unavailable."""
     if path is None:
         ae_cfg = AEConfig(in_channels=frame[0], spatial_h=frame[1], spatial_w=frame[2],
                           latent_dim=DEMO_AE_LATENT_DIM, hidden_dims=DEMO_AE_HIDDEN_DIMS)
         with seeded(DEMO_SEED):
             ae = RetrievalAutoencoder(ae_cfg)
     else:
-        ae = load_retrieval_autoencoder(path, device, torch.float32)
+        ae = load_retrieval_autoencoder(path, "cpu", torch.float32)
+    ae.decoder = None  # retrieval only encodes: the decoder (27 M parameters at full size) never reaches the device
     ae_frame = (ae.cfg.in_channels, ae.cfg.spatial_h, ae.cfg.spatial_w)
     if ae_frame != tuple(frame):
         raise ComponentMismatchError(
@@ -184,26 +200,31 @@ class RunSetup:
 
 
 def prepare_run(cfg: GenerationConfig, info: DistInfo) -> RunSetup:
-    """This rank's device and dtype; the random-weight banner (main rank); every file checked; seeds set.
+    """This rank's device and dtype; the random-weight banner and the memory plan (main rank); every file
+    checked and the plan checked against free memory; seeds set.
 
-    Nothing is loaded yet, so a missing file fails in seconds."""
+    Nothing is loaded yet, so a missing file or a run that cannot fit fails in seconds."""
     device = rank_device(cfg.device, info)
     random_components = random_weight_components(cfg)
     if info.is_main and random_components:
         print(random_weight_label(random_components), flush=True)
     require_assets(cfg)
+    dtype = compute_dtype(cfg.dtype, device)
+    plan_run(cfg, device, dtype, show=info.is_main)
     seed_everything(cfg.seed)
-    return RunSetup(device, compute_dtype(cfg.dtype, device), random_components)
+    return RunSetup(device, dtype, random_components)
 
 
-def build_components(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> InferenceComponents:
-    """Everything a run needs (files were checked by prepare_run). The descriptor is built first: it is
-    small and fails fast on a bad ae_ckpt."""
+def build_components(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype, prompts: list[str]) -> InferenceComponents:
+    """Everything a run on `prompts` needs (files were checked by prepare_run). The descriptor is built first:
+    it is small and fails fast on a bad ae_ckpt; the prompts are encoded and the text encoder released
+    before the generator loads (pipeline/memory_plan.py counts them as separate phases)."""
     mcfg = model_preset(cfg.model_preset)
     descriptor = build_descriptor(cfg, mcfg, device)
+    encoded = encode_prompts(cfg, mcfg, prompts, device, dtype)
     return InferenceComponents(
         generator=build_generator(cfg, mcfg, device, dtype),
-        text_encoder=build_text_encoder(cfg, mcfg, device, dtype),
+        prompts=encoded,
         vae=build_vae(cfg, device, dtype),
         descriptor=descriptor,
     )

@@ -32,6 +32,6 @@ def initial_noise(seed: int, cfg: GenerationConfig, channels: int) -> tuple[torc
 def sample_video(prompt: str, seed: int, cfg: GenerationConfig, parts: InferenceComponents, progress: bool) -> RolloutResult:
     """The block loop on one prompt; result.latents: [1, F, C, H, W] on the compute device."""
     noise, gen = initial_noise(seed, cfg, parts.generator.cfg.in_dim)
-    prompt_embeds = parts.text_encoder.encode([prompt])  # [1, text_len, text_dim]
+    prompt_embeds = parts.prompts.encode([prompt])  # [1, text_len, text_dim]
     return generate(parts.generator, cfg, noise, prompt_embeds, gaussian_noise(gen), parts.descriptor,
                     memory_seed=seed, progress=progress)

@@ -288,7 +288,7 @@ def test_video_equals_a_rollout_of_its_prompt_with_its_seed(reference, tmp_path,
 
     cfg = load_generate_latent_config(DEMO, [f"num_output_frames={FRAMES}"])
     job = latent_jobs(cfg.prompts, cfg.sample_ratio, cfg.seed)[2]
-    result = sample_video(job.prompt, job.seed, cfg, build_components(cfg, torch.device("cpu"), torch.float32), False)
+    result = sample_video(job.prompt, job.seed, cfg, build_components(cfg, torch.device("cpu"), torch.float32, [job.prompt]), False)
     assert torch.equal(result.latents[0], lc.read_frames(reference / "videos/latent_000002.safetensors", 0, FRAMES))
 
 

@@ -165,6 +165,28 @@ def random_umt5_encoder(config: UMT5Config, seed: int, device: torch.device | st
 Tokenizer = Callable[[list[str], int], tuple[torch.Tensor, torch.Tensor]]
 
 
+class EncodedPrompts:
+    """Embeddings of a fixed set of prompts, kept after their encoder is released.
+
+    Stored trimmed to each prompt's tokens on the CPU; `encode` pads them like WanTextEncoder.encode.
+    """
+
+    def __init__(self, embeddings: dict[str, torch.Tensor], text_len: int, device: torch.device, dtype: torch.dtype):
+        self._embeddings, self.text_len, self.device, self.dtype = embeddings, text_len, device, dtype
+
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """prompts: B strings of the encoded set -> [B, text_len, d_model] on `device` in `dtype`."""
+        unknown = [p for p in prompts if p not in self._embeddings]
+        if unknown:
+            raise KeyError(f"prompts {unknown[:3]} were not encoded before the text encoder was released")
+        d_model = next(iter(self._embeddings.values())).shape[-1]
+        out = torch.zeros(len(prompts), self.text_len, d_model, device=self.device, dtype=self.dtype)
+        for row, prompt in enumerate(prompts):
+            emb = self._embeddings[prompt]
+            out[row, : emb.shape[0]] = emb
+        return out
+
+
 class WanTextEncoder:
     """Prompts -> embeddings [B, text_len, d_model] with positions past each prompt's length zeroed.
 
@@ -222,6 +244,16 @@ class WanTextEncoder:
             emb = self._cache[prompt]
             out[row, : emb.shape[0]] = emb
         return out
+
+    def encode_all(self, prompts: list[str]) -> EncodedPrompts:
+        """Every distinct prompt, one at a time (activations of one prompt), kept on the CPU so the encoder
+        can be released before the rollout."""
+        param = self.model.shared.weight
+        embeddings = {}
+        for prompt in dict.fromkeys(prompts):
+            self._encode_into_cache([prompt])
+            embeddings[prompt] = self._cache.pop(prompt).cpu()
+        return EncodedPrompts(embeddings, self.text_len, param.device, param.dtype)
 
     @torch.no_grad()
     def _encode_into_cache(self, prompts: list[str]) -> None:
