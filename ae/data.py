@@ -151,8 +151,9 @@ class LatentChunkDataset(Dataset):
         return len(self._plan)
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        """[seq_len, C, H, W] in the stored dtype: the trainer upcasts on its device, so bf16 crosses the bus."""
         vid, start = self._plan[i]
-        return self.videos[vid].read(start, start + self.seq_len).float()
+        return self.videos[vid].read(start, start + self.seq_len)
 
 
 def build_chunk_datasets(

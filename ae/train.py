@@ -122,6 +122,7 @@ class TrainResult:
 
 def chunk_loss_terms(model, x: torch.Tensor, weights: LossWeights, autocast: bool) -> dict[str, torch.Tensor]:
     """x: [B, S, C, H, W] chunks -> every loss term per chunk, each [B] (bf16 autocast if `autocast`)."""
+    x = x.float()  # chunks arrive in the stored dtype (e.g. bf16) and are upcast here, on the device
     b, s = x.shape[:2]
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
         x_rec, z = model(x.flatten(0, 1))
@@ -192,7 +193,7 @@ def _resume(path: Path, cfg: AETrainConfig, split: dict, model, optimizer) -> di
     return ckpt
 
 
-def _build_loaders(cfg: AETrainConfig, num_processes: int):
+def _build_loaders(cfg: AETrainConfig, num_processes: int, pin_memory: bool):
     if cfg.batch_size % num_processes:
         raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the number of processes {num_processes}")
     frame_shape = (cfg.in_channels, cfg.spatial_h, cfg.spatial_w)
@@ -203,8 +204,10 @@ def _build_loaders(cfg: AETrainConfig, num_processes: int):
             f"{cfg.chunks_per_video}), fewer than batch_size {cfg.batch_size}; raise chunks_per_video or lower batch_size"
         )
     # the dataset itself shuffles (seeded per epoch); drop_last keeps every step a full global batch
-    train = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=False, drop_last=True, num_workers=cfg.num_workers)
-    val = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    # pinned batches let accelerate's non_blocking copies overlap the transfer with the previous step (CUDA)
+    train = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=False, drop_last=True, num_workers=cfg.num_workers,
+                       pin_memory=pin_memory)
+    val = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, pin_memory=pin_memory)
     split = {"train": [v.name for v in train_ds.videos], "val": [v.name for v in val_ds.videos]}
     return train, val, split
 
@@ -243,11 +246,11 @@ def _save_checkpoints(out: Path, ckpt: dict, is_best: bool, save_every: int) -> 
 def train_autoencoder(cfg: AETrainConfig) -> TrainResult:
     """Train (or resume) the retrieval AE as configured; returns the final model and the loss history."""
     # cpu=True is what lets accelerate join a torchrun launch on CPU (gloo) instead of running alone
-    accelerator = Accelerator(cpu=cfg.use_cpu(), dataloader_config=DataLoaderConfiguration(split_batches=True))
+    accelerator = Accelerator(cpu=cfg.use_cpu(), dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=True))
     main = accelerator.is_main_process
     autocast = cfg.use_amp and accelerator.device.type == "cuda"
     out = Path(cfg.output_dir)
-    train_loader, val_loader, split = _build_loaders(cfg, accelerator.num_processes)
+    train_loader, val_loader, split = _build_loaders(cfg, accelerator.num_processes, accelerator.device.type == "cuda")
 
     seed_everything(cfg.seed)
     model = RetrievalAutoencoder(cfg.model_config()).to(accelerator.device)

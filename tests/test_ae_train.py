@@ -14,7 +14,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ae.data import LatentChunkDataset
-from ae.model import load_retrieval_autoencoder
+from ae.model import RetrievalAutoencoder, load_retrieval_autoencoder
 from ae.train import LOSS_TERMS, AETrainConfig, train_autoencoder
 from utils.config import ConfigError, load_config
 from utils.locks import hold_folder
@@ -385,3 +385,18 @@ def test_launcher_script_trains_the_toy_config_on_two_cpu_processes(toy_dir, tmp
     ckpt = load(out / "best.pt")
     assert ckpt["config"]["delta_weight"] == 0.0 and ckpt["config"]["smooth_weight"] == 0.0 and ckpt["config"]["epochs"] == 1
     assert ckpt["history"][0]["train"]["seqdelta"] == 0.0
+
+
+def test_loaders_pin_batches_for_a_gpu_and_chunks_are_upcast_on_the_device(toy_dir):
+    from ae.train import _build_loaders, chunk_loss_terms
+
+    cfg = load_config(AETrainConfig, CONFIGS / "toy_delta.yaml", [f"data_dir={toy_dir}", *TINY])
+    for pin in (True, False):
+        train, val, _ = _build_loaders(cfg, 1, pin_memory=pin)
+        assert train.pin_memory is pin and val.pin_memory is pin
+    model = RetrievalAutoencoder(cfg.model_config())
+    x = torch.randn(2, cfg.seq_len, 16, 8, 8)
+    from_bf16 = chunk_loss_terms(model, x.bfloat16(), cfg.loss_weights(), autocast=False)
+    from_fp32 = chunk_loss_terms(model, x.bfloat16().float(), cfg.loss_weights(), autocast=False)
+    assert from_bf16["total"].dtype == torch.float32
+    torch.testing.assert_close(from_bf16["total"], from_fp32["total"], rtol=0, atol=0)  # the same upcast, same code
