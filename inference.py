@@ -4,6 +4,8 @@
     bash inference.sh demo latentmem [key=value ...]      # the same, launched through torchrun
 
 Overrides use the YAML's dotted key names, e.g. `num_output_frames=60 model_kwargs.memory_size=4`.
+Inline prompts are a list, so a comma separates prompts unless the prompt is quoted:
+    'prompts=["a fox, running in snow", "a paper boat"]'     (two prompts; unquoted, the first splits in two)
 Under torchrun the prompts are split across ranks; rank 0 writes `summary.json` at the end.
 """
 from __future__ import annotations

@@ -38,6 +38,7 @@ from ae.model import AEConfig, RetrievalAutoencoder
 from utils.atomic import atomic_torch_save
 from utils.config import ConfigError, config_to_dict
 from utils.seeding import seed_everything
+from utils.checkpoint_io import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +175,8 @@ def _checkpoint(cfg: AETrainConfig, model, optimizer, epoch: int, split: dict, h
 
 def _resume(path: Path, cfg: AETrainConfig, split: dict, model, optimizer) -> dict:
     """Load `path` into model and optimizer (strict) and return the checkpoint."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path, "AE training checkpoint", "start over with resume=false, or copy a good "
+                           "epoch_XXXX.pt of this output_dir to last.pt")
     changed = {k: (ckpt["config"].get(k), getattr(cfg, k)) for k in MODEL_KEYS if ckpt["config"].get(k) != getattr(cfg, k)}
     if changed:
         raise ConfigError(

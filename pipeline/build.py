@@ -19,7 +19,7 @@ from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor, FrameDesc
 from pipeline.generation_config import AdapterConfig, GenerationConfig
 from pipeline.memory_plan import plan_run
 from pipeline.rollout_config import ModelKwargs
-from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError
+from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError, released_download
 from utils.distributed import DistInfo, rank_device
 from utils.dtypes import compute_dtype
 from utils.seeding import DEMO_SEED, seed_everything, seeded
@@ -73,14 +73,14 @@ def random_weight_label(random_components: list[str]) -> str | None:
             "pipeline and its output files, not the quality of any backbone or of retrieval.")
 
 
-def required_assets(cfg: GenerationConfig) -> list[tuple[str, str, str]]:
-    """(path, what, download command) of every file the config reads."""
+def required_assets(cfg: GenerationConfig) -> list[tuple[str, str, str | None]]:
+    """(path, what, download command or None for the user's own files) of every file the config reads."""
     mk, te = cfg.model_kwargs, cfg.text_encoder
     assets = [
         (cfg.generator_ckpt, "backbone checkpoint (generator_ckpt)", RAG_DOWNLOAD),
         (cfg.lora_ckpt, "LoRA checkpoint (lora_ckpt)", RAG_DOWNLOAD),
         (mk.ae_ckpt if mk.uses_encoder else None, "retrieval encoder (model_kwargs.ae_ckpt)", RAG_DOWNLOAD),
-        (cfg.data_path, "prompt file (data_path)", RAG_DOWNLOAD),
+        (cfg.data_path, "prompt file (data_path)", released_download(cfg.data_path) if cfg.data_path else None),
         (te.weights, "text encoder weights (text_encoder.weights)", WAN_DOWNLOAD),
         (te.tokenizer if te.tokenizer is not None or te.weights is None else str(default_tokenizer_dir(te.weights)),
          "tokenizer folder (text_encoder.tokenizer)", WAN_DOWNLOAD),
@@ -103,9 +103,9 @@ def require_assets(cfg: GenerationConfig) -> None:
     missing = [(path, what, download) for path, what, download in required_assets(cfg) if not Path(path).exists()]
     if missing:
         lines = [f"  {what}: '{path}'" for path, what, _ in missing]
-        downloads = sorted({download for _, _, download in missing})
-        raise MissingAssetError("missing files:\n" + "\n".join(lines) + "\nDownload them with:\n"
-                                + "\n".join(f"    {d}" for d in downloads))
+        downloads = sorted({download for _, _, download in missing if download is not None})
+        hint = ("\nDownload them with:\n" + "\n".join(f"    {d}" for d in downloads)) if downloads else ""
+        raise MissingAssetError("missing files:\n" + "\n".join(lines) + hint)
 
 
 def load_generator(mcfg: WanModelConfig, ckpt: str | Path | None, device: torch.device, dtype: torch.dtype,

@@ -24,6 +24,7 @@ from utils.config import ConfigError
 from utils.dtypes import resolve_dtype
 from wan.geometry import LatentGeometry
 from wan.model_config import WanModelConfig, model_preset
+from utils.checkpoint_io import load_checkpoint
 
 GB = 1e9
 PHASES = ("encode prompts", "load", "rollout", "decode")
@@ -108,7 +109,7 @@ def ae_encoder_bytes(cfg: GenerationConfig, frame: tuple[int, int, int]) -> int:
     path = cfg.model_kwargs.ae_ckpt
     c, h, w = frame
     if path is not None and Path(path).is_file():
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = load_checkpoint(path, "retrieval encoder (model_kwargs.ae_ckpt)", "download it again", mmap=True)
         ae_cfg = AEConfig.from_dict({k: v for k, v in ckpt["config"].items() if k in {f.name for f in fields(AEConfig)}})
     elif path is not None:
         ae_cfg = AEConfig(in_channels=c, spatial_h=h, spatial_w=w, latent_dim=1024, hidden_dims=(64, 128, 256))

@@ -400,3 +400,15 @@ def test_loaders_pin_batches_for_a_gpu_and_chunks_are_upcast_on_the_device(toy_d
     from_fp32 = chunk_loss_terms(model, x.bfloat16().float(), cfg.loss_weights(), autocast=False)
     assert from_bf16["total"].dtype == torch.float32
     torch.testing.assert_close(from_bf16["total"], from_fp32["total"], rtol=0, atol=0)  # the same upcast, same code
+
+
+def test_corrupt_last_checkpoint_points_to_resume_false_or_an_epoch_file(toy_dir, tmp_path, capsys):
+    cli = script_module("train_ae_delta", ROOT / "train_ae_delta.py")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"\x13\x37" * 2048)  # a killed copy or a disk error
+    args = ["--config", str(CONFIGS / "toy_delta.yaml"), f"output_dir={out}", f"data_dir={toy_dir}", *TINY]
+    assert cli.main(args) == 2  # before: UnpicklingError advising weights_only=False
+    err = capsys.readouterr().err
+    assert f"AE training checkpoint '{out / 'last.pt'}': file is corrupt or not a checkpoint" in err
+    assert "resume=false" in err and "epoch_XXXX.pt" in err and "weights_only" not in err

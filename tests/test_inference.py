@@ -192,3 +192,12 @@ def test_skip_existing_keeps_only_videos_of_the_same_settings(tmp_path):
     run(base + ["num_output_frames=12", "seed=5", "skip_existing=false"])
     assert json.loads((tmp_path / "0000-0.json").read_text())["num_latent_frames"] == 12
     assert "2 skipped" in run(base + ["num_output_frames=12", "seed=5"]).stdout
+
+
+def test_config_error_through_the_launcher_is_one_line_and_exit_2(tmp_path):
+    result = run(["bash", "inference.sh", "demo", "native", f"output_folder={tmp_path}", "num_output_frames=20"],
+                 env={"NPROC": "1"}, check=False)
+    assert result.returncode == 2  # before: 1, with torchrun's ChildFailedError traceback
+    assert result.stderr.strip().splitlines() == [
+        "error: command-line override 'num_output_frames=20' (on configs/demo_native.yaml): num_output_frames 20 must be "
+        "a positive multiple of num_frame_per_block 3"]

@@ -159,7 +159,10 @@ def parse_args(argv=None) -> tuple[ToyConfig, Path]:
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = vars(p.parse_args(argv))
     out = args.pop("out")
-    return ToyConfig(**args), out
+    try:
+        return ToyConfig(**args), out
+    except ValueError as err:
+        p.error(str(err))  # one usage line and exit 2 instead of a traceback
 
 
 def main(argv=None) -> None:

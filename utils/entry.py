@@ -10,6 +10,7 @@ import sys
 from typing import Callable, Sequence, TypeVar
 
 from utils.assets import MissingAssetError
+from utils.checkpoint_io import CorruptCheckpointError
 from utils.config import ConfigError
 from utils.locks import FolderInUseError
 from utils.distributed import DistInfo, cleanup_distributed, dist_info_from_env
@@ -21,17 +22,21 @@ def parse_config_args(argv: Sequence[str] | None, doc: str, example: str) -> arg
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help=f"YAML config, e.g. {example}")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="only load and validate the config (the launchers run this before torchrun)")
     return parser.parse_args(argv)
 
 
 def config_main(argv: Sequence[str] | None, doc: str, example: str, load: Callable[[str, Sequence[str]], C],
                 run: Callable[[C, DistInfo], None]) -> int:
-    """Exit code of one run: 0 done, 2 config or asset error or an output folder in use."""
+    """Exit code of one run: 0 done, 2 config or asset error, corrupt checkpoint or an output folder in use."""
     args = parse_config_args(argv, doc, example)
     info = dist_info_from_env()
     try:
-        run(load(args.config, args.overrides), info)
-    except (ConfigError, MissingAssetError, FolderInUseError) as err:
+        cfg = load(args.config, args.overrides)
+        if not args.check_config:
+            run(cfg, info)
+    except (ConfigError, MissingAssetError, FolderInUseError, CorruptCheckpointError) as err:
         if info.is_main:
             print(f"error: {err}", file=sys.stderr)
         return 2

@@ -182,7 +182,11 @@ def read_index(corpus_dir: str | os.PathLike) -> dict[str, dict]:
     path = Path(corpus_dir) / INDEX_FILE
     if not path.exists():
         return {}
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as err:
+        raise CorpusError(f"{path} is truncated or not JSON ({err}); rerun generate_latent.py with this output_folder "
+                          "(skip_existing=true) to rebuild it from the video files") from None
     if data.get("format") != FORMAT_NAME or data.get("version") != FORMAT_VERSION:
         raise CorpusError(
             f"{path}: expected format '{FORMAT_NAME}' version {FORMAT_VERSION}, "

@@ -34,6 +34,8 @@ launch_torchrun() {
     if [[ -z "$port" ]]; then
         port=$(python -c "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])")
     fi
+    # a config error prints its one line and exits 2 here, instead of failing every worker under torchrun
+    python "$@" --check-config || exit $?
     # shellcheck disable=SC2086  # TORCHRUN_ARGS is a list of flags
     exec python -m torch.distributed.run --nproc_per_node "$nproc" --master_port "$port" ${TORCHRUN_ARGS:-} "$@"
 }

@@ -21,6 +21,7 @@ from utils.assets import WAN_DOWNLOAD, MissingAssetError, require_path
 from utils.seeding import DEMO_SEED, may_use_random_weights, seeded
 from wan.t5_conversion import TIED_ALIASES, convert_wan_t5_state_dict
 from wan.text_encoder_config import BYTE_TOKENIZER_VOCAB, TextEncoderPreset, default_tokenizer_dir, text_encoder_preset
+from utils.checkpoint_io import load_checkpoint
 
 # Fields that must agree between a preset and a Diffusers folder's config.json.
 _ARCH_FIELDS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
@@ -107,7 +108,8 @@ def check_state_dict(model: UMT5EncoderModel, state_dict: dict, source: str | Pa
 
 def _load_original(path: Path, config: UMT5Config) -> UMT5EncoderModel:
     """Wan's .pth state dict -> UMT5EncoderModel; tensors are memory-mapped, not copied."""
-    state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state_dict = load_checkpoint(path, "text encoder weights (text_encoder.weights)", f"download it again:\n    {WAN_DOWNLOAD}",
+                                 mmap=True)
     if not isinstance(state_dict, dict):
         raise TextEncoderLoadError(f"'{path}' holds a {type(state_dict).__name__}, expected the state dict "
                                    "of Wan's T5 encoder (models_t5_umt5-xxl-enc-bf16.pth)")
