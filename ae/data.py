@@ -25,8 +25,8 @@ from utils.assets import require_user_path
 
 logger = logging.getLogger(__name__)
 
-DATA_HINT = ("set data_dir to a folder of latent videos (*.pt) or a latent corpus (generate_latent.py), or make toy "
-             "data: python toydatasets/make_toy_latents.py --help")
+DATA_HINT = ("set data_dir to a folder of latent videos (*.pt) or a latent corpus (generate_latent.py), or get toy "
+             "data: python -m utils.download toy_data (or python toydatasets/make_toy_latents.py --help)")
 _LOAD_ERRORS = (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError)
 
 

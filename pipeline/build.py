@@ -116,11 +116,11 @@ def load_generator(mcfg: WanModelConfig, ckpt: str | Path | None, device: torch.
     if ckpt is None:
         with seeded(DEMO_SEED):
             model = CausalWanModel(mcfg)
-        model = model.to(device=device, dtype=dtype)
+        model = model.to(device).to_inference_dtype(dtype)
     else:
         # Built without memory, then filled by the strict load: every parameter comes from the file.
         with torch.device("meta"):
-            model = CausalWanModel(mcfg).to(dtype)
+            model = CausalWanModel(mcfg).to_inference_dtype(dtype)
         model = model.to_empty(device=device)
         load_backbone_checkpoint(model, ckpt, use_ema=use_ema)
     if lora_ckpt is not None:

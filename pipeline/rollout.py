@@ -58,8 +58,7 @@ class CausalRollout:
     ):
         """prompt_embeds: [B, L, text_dim]; latent_shape: (C, H, W) of one latent frame."""
         self.model, self.cfg = model, cfg
-        param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
+        self.device, self.dtype = model.patch_embedding.weight.device, model.compute_dtype
         mcfg, mk = model.cfg, cfg.model_kwargs
         self.geometry = LatentGeometry.of(mcfg, latent_shape[1], latent_shape[2])
         tokens = self.geometry.tokens_per_frame
@@ -68,7 +67,7 @@ class CausalRollout:
         self.step_timesteps = self.schedule.step_timesteps(cfg.denoising_step_list, cfg.warp_denoising_step)
         self.rope = Rope3D(mcfg.head_dim, mcfg.rope_max_positions, self.device)
         self.cache = FrameKVCache(mcfg.num_layers, batch, mk.local_attn_size, mk.sink_size, tokens, mcfg.num_heads, mcfg.head_dim, self.device, self.dtype)
-        with self._autocast(), torch.no_grad():
+        with torch.no_grad():
             self.text: TextContext = model.encode_text(prompt_embeds.to(self.device))
         self.memory = self._build_memory(mk, descriptor, batch, num_frames, memory_seed)
 
@@ -88,9 +87,6 @@ class CausalRollout:
         )
         return RetrievalMemory(bank, descriptor, mk.compression_method, mk.memory_size, mk.recent_exclude, seed)
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
-
     def begin_block(self, first_frame: int, pool_indices: torch.Tensor | None = None) -> BlockAttention:
         """Retrieval decision + context of the block starting at `first_frame`."""
         mk = self.cfg.model_kwargs
@@ -106,8 +102,7 @@ class CausalRollout:
     @torch.no_grad()
     def predict_x0(self, attn: BlockAttention, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """One network call. x: [B, nf, C, H, W]; timestep: [B, nf] -> x0 prediction (x's dtype)."""
-        with self._autocast():
-            flow = self.model(x.to(self.device), timestep.to(self.device), self.text, attn)
+        flow = self.model(x.to(self.device), timestep.to(self.device), self.text, attn)
         return self.schedule.flow_to_x0(flow, x.to(self.device), timestep)
 
     @torch.no_grad()

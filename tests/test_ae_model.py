@@ -102,7 +102,7 @@ def test_loader_dtype_and_device_arguments():
 
 
 def test_missing_checkpoint_raises_missing_asset_error(tmp_path):
-    with pytest.raises(MissingAssetError, match="(?s)retrieval autoencoder checkpoint.*hf download"):
+    with pytest.raises(MissingAssetError, match="(?s)retrieval autoencoder checkpoint.*python -m utils.download"):
         load_retrieval_autoencoder(tmp_path / "ae_latent_mem.pt")
 
 

@@ -140,4 +140,4 @@ def test_missing_file_raises_with_download_command(tmp_path):
     with pytest.raises(MissingAssetError) as err:
         load_backbone_checkpoint(fresh_model(), path)
     assert str(path) in str(err.value) and RAG_DOWNLOAD in str(err.value)
-    assert "hf download qixinhu11/LongLive-RAG" in str(err.value)
+    assert "python -m utils.download <backbone>" in str(err.value)

@@ -126,7 +126,7 @@ def test_every_launcher_takes_either_spelling_of_devices_and_processes(tmp_path,
     result = launch(tmp_path, command, env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        f"CUDA_VISIBLE_DEVICES=0,2 -m torch.distributed.run --nproc_per_node 3 --master_port 29999 {LAUNCHERS[command]} k=v")
+        f"CUDA_VISIBLE_DEVICES=0,2 -m torch.distributed.run --nproc_per_node 3 --master_port 29999 -m utils.parent_death {LAUNCHERS[command]} k=v")
 
 
 @pytest.mark.parametrize("command", LAUNCHERS)

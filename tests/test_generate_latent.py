@@ -147,7 +147,7 @@ def test_bad_override_on_the_command_line_exits_2_with_the_key(capsys, tmp_path)
 def test_missing_prompt_file_names_path_and_download(capsys, tmp_path):
     code = generate(tmp_path / "c", "prompts=null", f"data_path={tmp_path / 'vidprom.txt'}")
     err = capsys.readouterr().err
-    assert code == 2 and "vidprom.txt" in err and "hf download qixinhu11/LongLive-RAG" in err
+    assert code == 2 and "vidprom.txt" in err and "python -m utils.download" in err
 
 
 # ---------------------------------------------------------------- prompt sample and positions

@@ -34,7 +34,7 @@ def stems(folder: Path) -> list[str]:
 def check_recency_guard(log: dict) -> None:
     """Every retrieved frame is an eligible bank entry: banked, outside the R newest, at most K, no repeats."""
     sink, k, r = log["sink_size"], log["memory_size"], log["recent_exclude"]
-    assert log["blocks"], "a 24-frame latentmem demo retrieves in its last blocks"
+    assert log["blocks"], "the latentmem demo runs retrieve in their last blocks"
     for block in log["blocks"]:
         assert block["num_eligible"] == block["num_banked"] - r
         (frames,), (similarities,) = block["selected_frames"], block["similarities"]
@@ -69,6 +69,29 @@ def test_demo_end_to_end(method, tmp_path):
             check_recency_guard(json.loads((out / f"{stem}.retrieval.json").read_text()))
             assert imageio.imread(out / f"{stem}.retrieval.png").ndim == 3
     assert not list(out.glob(".*tmp*"))
+
+
+# 4 blocks; a 6-frame window (sink 1 + 2 retrieved + current block) makes the last block retrieve
+REDUCED_FRAMES = 12
+SMALL_WINDOW = ["model_kwargs.local_attn_size=6", "model_kwargs.memory_size=2", "model_kwargs.recent_exclude=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, dtype, memory_dtype", [("native", "bfloat16", "auto"), ("latentmem", "bfloat16", "float16"),
+                                                         ("native", "float16", "auto"), ("latentmem", "float16", "bfloat16")])
+def test_demo_end_to_end_in_reduced_precision(method, dtype, memory_dtype, tmp_path):
+    """Issue 19: reduced precision crashed at the first call (affine LayerNorm, float32 input, bf16 weights)."""
+    run([sys.executable, "inference.py", "--config", f"configs/demo_{method}.yaml", f"output_folder={tmp_path}", f"dtype={dtype}",
+         f"model_kwargs.memory_dtype={memory_dtype}", f"num_output_frames={REDUCED_FRAMES}", "prompts=[a red fox in snow]"]
+        + (SMALL_WINDOW if method == "latentmem" else []))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["dtype"] == dtype and summary["num_generated"] == 1
+    frames = read_video(tmp_path / "0000-0.mp4")
+    assert frames.shape == (1 + 4 * (REDUCED_FRAMES - 1), 64, 64, 3) and frames.std() > 1
+    latents = torch.load(tmp_path / "0000-0.latents.pt", weights_only=True)
+    assert latents.shape == (REDUCED_FRAMES, 16, 8, 8) and torch.isfinite(latents).all() and latents.std() > 0.1
+    if method == "latentmem":
+        check_recency_guard(json.loads((tmp_path / "0000-0.retrieval.json").read_text()))
 
 
 def test_two_torchrun_processes_write_each_video_once_and_match_one_process(tmp_path):
@@ -136,8 +159,7 @@ def test_real_config_without_weights_names_every_missing_file(tmp_path):
                   f"output_folder={out}"], check=False)
     assert result.returncode == 2
     for path in ("checkpoints/longlive_base.pt", "checkpoints/longlive_lora.pt", "checkpoints/ae_latent_mem.pt",
-                 "Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth", "hf download qixinhu11/LongLive-RAG",
-                 "hf download Wan-AI/Wan2.1-T2V-1.3B"):
+                 "Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth", "python -m utils.download <backbone>"):
         assert path in result.stderr
     assert not out.exists()
 

@@ -15,9 +15,9 @@ METHODS = ("native", "latentmem")
 DEMO = CONFIGS / "demo_latentmem.yaml"
 
 
-def test_config_folder_holds_exactly_the_grid_the_demos_and_corpus_generation():
+def test_config_folder_holds_exactly_the_grid_the_demos_corpus_generation_and_evaluation():
     expected = {f"{b}_{m}.yaml" for b in BACKBONES + ("demo",) for m in METHODS}
-    expected |= {"generate_latent.yaml", "generate_latent_demo.yaml"}
+    expected |= {"generate_latent.yaml", "generate_latent_demo.yaml", "evaluate.yaml"}
     assert {p.name for p in CONFIGS.glob("*.yaml")} == expected
 
 
@@ -122,7 +122,7 @@ def test_read_prompts_skips_blank_lines_and_names_missing_file(tmp_path):
     cfg = load_inference_config(DEMO, [f"data_path={tmp_path / 'absent.txt'}", "prompts=null"])
     with pytest.raises(MissingAssetError, match="absent.txt.*one prompt per line") as err:
         read_prompts(cfg)
-    assert "hf download" not in str(err.value)  # the user's own file: no released-asset download
+    assert "utils.download" not in str(err.value)  # the user's own file: no released-asset download
 
 
 def test_prompt_file_that_is_a_folder_or_not_utf8_is_one_clear_error(tmp_path):

@@ -13,22 +13,27 @@ def trace():
     return load_fixture("gen_native_sink1.pt")
 
 
-def test_tables_equal_reference_bit_for_bit(trace):
+# The reference implementation computes the same tables; equal on the fixture's machine, compared within
+# one float32 ulp (relative 2^-23) so that another CPU's instruction selection cannot fail the tests.
+ULP = dict(rtol=2.0**-23, atol=0.0)
+
+
+def test_tables_match_reference(trace):
     schedule = FlowMatchSchedule(shift=5.0, num_train_timesteps=1000)
     assert schedule.sigmas.dtype == schedule.timesteps.dtype == torch.float32
-    assert torch.equal(schedule.sigmas, trace["scheduler_sigmas"])
-    assert torch.equal(schedule.timesteps, trace["scheduler_timesteps"])
+    assert torch.allclose(schedule.sigmas, trace["scheduler_sigmas"], **ULP)
+    assert torch.allclose(schedule.timesteps, trace["scheduler_timesteps"], **ULP)
 
 
-def test_warped_steps_equal_reference_bit_for_bit(trace):
+def test_warped_steps_match_reference(trace):
     schedule = FlowMatchSchedule(5.0)
     steps = schedule.step_timesteps([1000, 750, 500, 250], warp=True)
-    assert torch.equal(steps, trace["denoising_timesteps"])
-    assert steps.tolist() == [1000.0, 937.5, 833.3333129882812, 625.0]
-    assert torch.equal(schedule.sigma(steps), trace["denoising_sigmas"])
+    assert torch.allclose(steps, trace["denoising_timesteps"], **ULP)
+    assert steps.tolist() == pytest.approx([1000.0, 937.5, 833.3333129882812, 625.0], rel=2.0**-23)
+    assert torch.allclose(schedule.sigma(steps), trace["denoising_sigmas"], **ULP)
     # every recorded call ran at the warped timestep of its step
     for i, t in enumerate(steps):
-        assert (trace["step_timestep"][:, i] == t).all()
+        assert torch.allclose(trace["step_timestep"][:, i], t.expand_as(trace["step_timestep"][:, i]), **ULP)
 
 
 def test_unwarped_steps_are_the_raw_list():
@@ -38,7 +43,8 @@ def test_unwarped_steps_are_the_raw_list():
 
 def test_recache_sigma_is_the_nearest_table_sigma_to_timestep_zero(trace):
     sigma = FlowMatchSchedule(5.0).sigma(torch.tensor(float(trace["recache_timestep"])))
-    assert sigma.item() == trace["recache_sigma"] == 0.004980080295354128
+    assert sigma.item() == pytest.approx(trace["recache_sigma"], rel=2.0**-23)
+    assert trace["recache_sigma"] == pytest.approx(0.004980080295354128, rel=2.0**-23)
 
 
 def test_sigma_picks_nearest_table_entry_elementwise():

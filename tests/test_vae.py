@@ -46,7 +46,10 @@ def test_encode_matches_reference(fx, tiny_vae):
     assert latents.shape == (1, 2, 16, 4, 4)
     assert (latents - to_project_layout(fx["mu_normalized"])).abs().max() <= 5e-7
     raw = tiny_vae.model.encode(fx["video"]).latent_dist.mode()
-    assert torch.equal(raw, fx["mu_raw"])
+    # diffusers vs the reference implementation: 0.0 on the fixture's machine (fixtures README), 1.3e-7 on
+    # another x86 CPU with the same versions (convolution reduction order), i.e. ~4 float32 ulp at
+    # max|mu| 0.40; allowed 1e-6
+    assert (raw - fx["mu_raw"]).abs().max() <= 1e-6
 
 
 def test_decode_matches_reference(fx, tiny_vae):
@@ -102,7 +105,7 @@ def test_strict_load_names_file_and_keys(fx, tmp_path):
 
 
 def test_missing_file_names_path_and_download(tmp_path):
-    with pytest.raises(MissingAssetError, match="hf download Wan-AI/Wan2.1-T2V-1.3B") as err:
+    with pytest.raises(MissingAssetError, match="python -m utils.download") as err:
         WanVAE.from_preset("wan2.1", tmp_path / "Wan2.1_VAE.pth")
     assert "Wan2.1_VAE.pth" in str(err.value)
 

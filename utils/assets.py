@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-WAN_DOWNLOAD = "hf download Wan-AI/Wan2.1-T2V-1.3B --local-dir wan_models/Wan2.1-T2V-1.3B"
-RAG_DOWNLOAD = 'hf download qixinhu11/LongLive-RAG --local-dir . --include "checkpoints/*" "toydatasets/*"'
+# utils/download.py fetches the files of both repositories that a backbone's configs read; the two
+# names stay for their call sites (Wan-AI/Wan2.1-T2V-1.3B files, qixinhu11/LongLive-RAG files).
+DOWNLOAD = "python -m utils.download <backbone>   (causal_forcing, self_forcing, longlive or all)"
+WAN_DOWNLOAD = RAG_DOWNLOAD = DOWNLOAD
 
 
 # Folders the release download fills; any other path is the user's own file, which no download provides.

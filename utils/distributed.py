@@ -112,3 +112,12 @@ def gather_to_main(obj: T, info: DistInfo) -> list[T] | None:
     gathered: list = [None] * info.world_size
     dist.all_gather_object(gathered, obj)
     return gathered if info.is_main else None
+
+
+def broadcast_from_main(obj: T, info: DistInfo) -> T:
+    """Rank 0's `obj` on every rank (`obj` itself for a single process)."""
+    if not info.is_distributed:
+        return obj
+    box = [obj if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,4 +1,4 @@
-"""The `main()` of the config-driven entry scripts (inference.py, generate_latent.py).
+"""The `main()` of the config-driven entry scripts (inference.py, generate_latent.py, evaluate.py).
 
 `--config FILE key=value ...` -> load (validated) -> run under torchrun or alone; a config or
 missing-file error prints one `error:` line on the main rank and exits 2.
@@ -31,12 +31,20 @@ def config_main(argv: Sequence[str] | None, doc: str, example: str, load: Callab
                 run: Callable[[C, DistInfo], None]) -> int:
     """Exit code of one run: 0 done, 2 config or asset error, corrupt checkpoint or an output folder in use."""
     args = parse_config_args(argv, doc, example)
+    return run_loaded(args.config, args.overrides, load, run, check_only=args.check_config)
+
+
+def run_loaded(config: str, overrides: Sequence[str], load: Callable[[str, Sequence[str]], C],
+               run: Callable[[C, DistInfo], None], user_errors: tuple[type[Exception], ...] = (),
+               check_only: bool = False) -> int:
+    """Load the config and run it (`check_only`: only load it); a config, asset, corrupt-checkpoint,
+    folder-in-use or other `user_errors` error prints one `error:` line on the main rank and gives exit code 2."""
     info = dist_info_from_env()
     try:
-        cfg = load(args.config, args.overrides)
-        if not args.check_config:
+        cfg = load(config, overrides)
+        if not check_only:
             run(cfg, info)
-    except (ConfigError, MissingAssetError, FolderInUseError, CorruptCheckpointError) as err:
+    except (ConfigError, MissingAssetError, FolderInUseError, CorruptCheckpointError, *user_errors) as err:
         if info.is_main:
             print(f"error: {err}", file=sys.stderr)
         return 2

@@ -35,7 +35,12 @@ launch_torchrun() {
         port=$(python -c "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])")
     fi
     # a config error prints its one line and exits 2 here, instead of failing every worker under torchrun
-    python "$@" --check-config || exit $?
+    python "$@" --check-config >/dev/null || exit $?
+    # exec: this shell's pid becomes torchrun's, so signals sent to the launcher reach torchrun, which
+    # forwards SIGINT/SIGTERM to its workers. A SIGKILLed torchrun forwards nothing: every worker runs
+    # through utils/parent_death.py, which has Linux stop it when torchrun dies.
+    export LAUNCHER_AGENT_PID=$$
     # shellcheck disable=SC2086  # TORCHRUN_ARGS is a list of flags
-    exec python -m torch.distributed.run --nproc_per_node "$nproc" --master_port "$port" ${TORCHRUN_ARGS:-} "$@"
+    exec python -m torch.distributed.run --nproc_per_node "$nproc" --master_port "$port" ${TORCHRUN_ARGS:-} \
+        -m utils.parent_death "$@"
 }

@@ -17,6 +17,14 @@ from wan.block_attention import BlockAttention
 from wan.model_config import WanModelConfig
 
 
+class Linear(nn.Linear):
+    """A Linear whose matmul runs in its weight's dtype: the input is cast to it, so bf16 weights fed
+    float32 activations (modulated norms, the float32 residual stream) work without autocast."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.to(self.weight.dtype), self.weight, self.bias)
+
+
 def sinusoidal_embedding(dim: int, positions: torch.Tensor) -> torch.Tensor:
     """[N] -> [N, dim] float64, cosine half first (Wan convention)."""
     half = dim // 2
@@ -34,24 +42,27 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        # The float32 weight scales before rounding, so the output keeps x's dtype.
+        return ((xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)) * self.weight.float()).type_as(x)
 
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the activation dtype."""
+    """LayerNorm computed in float32 whatever the activation and parameter dtypes."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type_as(x)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type_as(x)
 
 
 class SelfAttention(nn.Module):
     def __init__(self, cfg: WanModelConfig):
         super().__init__()
         self.num_heads = cfg.num_heads
-        self.q = nn.Linear(cfg.dim, cfg.dim)
-        self.k = nn.Linear(cfg.dim, cfg.dim)
-        self.v = nn.Linear(cfg.dim, cfg.dim)
-        self.o = nn.Linear(cfg.dim, cfg.dim)
+        self.q = Linear(cfg.dim, cfg.dim)
+        self.k = Linear(cfg.dim, cfg.dim)
+        self.v = Linear(cfg.dim, cfg.dim)
+        self.o = Linear(cfg.dim, cfg.dim)
         self.norm_q = RMSNorm(cfg.dim, cfg.eps) if cfg.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(cfg.dim, cfg.eps) if cfg.qk_norm else nn.Identity()
 
@@ -70,10 +81,10 @@ class CrossAttention(nn.Module):
     def __init__(self, cfg: WanModelConfig):
         super().__init__()
         self.num_heads = cfg.num_heads
-        self.q = nn.Linear(cfg.dim, cfg.dim)
-        self.k = nn.Linear(cfg.dim, cfg.dim)
-        self.v = nn.Linear(cfg.dim, cfg.dim)
-        self.o = nn.Linear(cfg.dim, cfg.dim)
+        self.q = Linear(cfg.dim, cfg.dim)
+        self.k = Linear(cfg.dim, cfg.dim)
+        self.v = Linear(cfg.dim, cfg.dim)
+        self.o = Linear(cfg.dim, cfg.dim)
         self.norm_q = RMSNorm(cfg.dim, cfg.eps) if cfg.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(cfg.dim, cfg.eps) if cfg.qk_norm else nn.Identity()
 
@@ -99,7 +110,7 @@ class DiTBlock(nn.Module):
         self.norm3 = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
         self.cross_attn = CrossAttention(cfg)
         self.norm2 = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, cfg.dim))
+        self.ffn = nn.Sequential(Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), Linear(cfg.ffn_dim, cfg.dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
 
     def forward(self, x, e, text_kv, attn: BlockAttention, layer: int):
@@ -123,7 +134,7 @@ class Head(nn.Module):
     def __init__(self, cfg: WanModelConfig):
         super().__init__()
         self.norm = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
-        self.head = nn.Linear(cfg.dim, cfg.out_dim * math.prod(cfg.patch_size))
+        self.head = Linear(cfg.dim, cfg.out_dim * math.prod(cfg.patch_size))
         self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
@@ -146,11 +157,31 @@ class CausalWanModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.patch_embedding = nn.Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim))
-        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
-        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, cfg.dim * 6))
+        self.text_embedding = nn.Sequential(Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), Linear(cfg.dim, cfg.dim))
+        self.time_embedding = nn.Sequential(Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), Linear(cfg.dim, cfg.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), Linear(cfg.dim, cfg.dim * 6))
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """dtype of the matmuls and of the attention K/V (the patch embedding's)."""
+        return self.patch_embedding.weight.dtype
+
+    def to_inference_dtype(self, dtype: torch.dtype) -> "CausalWanModel":
+        """Cast in place for inference in `dtype`, keeping Wan's float32 parts: the modulation tables,
+        the norm weights, the time-embedding MLP and the head stay float32 (their bf16 rounding would
+        shift every token's scale and shift); the other Linears and the patch embedding run in `dtype`."""
+        self.to(dtype)
+        for module in self.modules():
+            if isinstance(module, (RMSNorm, LayerNorm)):
+                module.float()
+        self.time_embedding.float()
+        self.time_projection.float()
+        self.head.float()
+        for block in self.blocks:
+            block.modulation.data = block.modulation.data.float()
+        return self
 
     def encode_text(self, prompt_embeds: torch.Tensor) -> TextContext:
         """prompt_embeds: [B, L <= text_len, text_dim] -> cross-attention K/V of every layer."""

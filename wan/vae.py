@@ -72,13 +72,18 @@ def read_vae_state_dict(path: str | os.PathLike, model: AutoencoderKLWan) -> dic
     return convert_wan_vae_to_diffusers(state)
 
 
+def latent_statistic(values: tuple[float, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Per-channel statistic -> [1, 1, z_dim, 1, 1] float32."""
+    return torch.tensor(values, dtype=torch.float32, device=device).view(1, 1, -1, 1, 1)
+
+
 class WanVAE(torch.nn.Module):
     def __init__(self, cfg: WanVAEConfig):
         super().__init__()
         self.cfg = cfg
         self.model = AutoencoderKLWan(**cfg.diffusers_kwargs())
-        self.register_buffer("latents_mean", torch.tensor(cfg.latents_mean).view(1, 1, -1, 1, 1), persistent=False)
-        self.register_buffer("latents_std", torch.tensor(cfg.latents_std).view(1, 1, -1, 1, 1), persistent=False)
+        self.register_buffer("latents_mean", latent_statistic(cfg.latents_mean), persistent=False)
+        self.register_buffer("latents_std", latent_statistic(cfg.latents_std), persistent=False)
 
     @classmethod
     def from_preset(cls, preset: str, checkpoint: str | os.PathLike | None, device: torch.device | str = "cpu",
@@ -99,18 +104,33 @@ class WanVAE(torch.nn.Module):
         if checkpoint is not None:
             state = read_vae_state_dict(checkpoint, vae.model)
             load_state_dict_checked(vae.model, state, checkpoint)
-        return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        return vae.to_inference_dtype(device, dtype).eval().requires_grad_(False)
+
+    def to_inference_dtype(self, device: torch.device | str, dtype: torch.dtype) -> "WanVAE":
+        """Network weights in `dtype`; the latent statistics stay float32 (bf16 rounds std 2.8184 to
+        2.8125, a colour shift), so normalisation runs in float32 whatever the network dtype."""
+        self.to(device=device, dtype=dtype)
+        # rebuilt from the config: casting the bf16 copy back would keep its rounding
+        self.latents_mean = latent_statistic(self.cfg.latents_mean, device)
+        self.latents_std = latent_statistic(self.cfg.latents_std, device)
+        return self
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
 
     def _normalize(self, mu: torch.Tensor) -> torch.Tensor:
-        return (mu - self.latents_mean) / self.latents_std
+        """float32 result whatever mu's dtype."""
+        return (mu.float() - self.latents_mean) / self.latents_std
 
     def _denormalize(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.latents_std + self.latents_mean
+        """float32 z -> float32."""
+        return z.float() * self.latents_std + self.latents_mean
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """video [B, T, 3, H, W] in [-1, 1] -> normalised latent means [B, 1 + (T - 1) // 4, z, H/8, W/8]."""
-        x = video.to(self.latents_mean.dtype).permute(0, 2, 1, 3, 4)
+        """video [B, T, 3, H, W] in [-1, 1] -> normalised latent means [B, 1 + (T - 1) // 4, z, H/8, W/8] float32."""
+        x = video.to(self.dtype).permute(0, 2, 1, 3, 4)
         mu = self.model.encode(x).latent_dist.mode()  # [B, z, F, h, w]
         return self._normalize(mu.permute(0, 2, 1, 3, 4))
 
@@ -126,7 +146,7 @@ class WanVAE(torch.nn.Module):
         model.clear_cache()
         try:
             for start in range(0, latents.shape[1], chunk_frames):
-                z = self._denormalize(latents[:, start:start + chunk_frames].to(self.latents_mean.dtype))
+                z = self._denormalize(latents[:, start:start + chunk_frames]).to(self.dtype)
                 x = model.post_quant_conv(z.permute(0, 2, 1, 3, 4))  # [B, z, f, h, w]; 1x1x1 conv
                 outputs = []
                 for i in range(x.shape[2]):
