@@ -56,7 +56,7 @@ def dit_bytes(mcfg: WanModelConfig, dtype: torch.dtype) -> int:
     from wan.model import CausalWanModel
 
     with torch.device("meta"):
-        return _param_bytes(CausalWanModel(mcfg).to(dtype))
+        return _param_bytes(CausalWanModel(mcfg).to_inference_dtype(dtype))  # with Wan's float32 parts, as loaded
 
 
 def lora_bytes(mcfg: WanModelConfig, rank: int, dtype: torch.dtype) -> int:
