@@ -7,7 +7,7 @@
 #
 # Environment:
 #   CONFIG=path    YAML config; default ae/configs/ae_delta.yaml
-#                  (base_ae.yaml: AE only; toy_delta.yaml / toy_base.yaml: the CPU toy demo)
+#                  (ae_only_paper.yaml / ae_only_reference.yaml: AE only; toy_*.yaml: CPU toy runs)
 #   GPU=0,1        GPUs to use (CUDA_VISIBLE_DEVICES; GPUS= works too); default: all visible
 #   NPROC=n        processes on this node (NGPU= works too); default: one per GPU, or 1 without a GPU (CPU, gloo)
 #   PORT=p         rendezvous port; default: a free port

@@ -11,14 +11,27 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from utils.config import ConfigError
 
-@dataclass(frozen=True)
-class LossWeights:
-    rec: float = 1.0  # λ_rec
-    delta: float = 1.0  # λ_Δ
+
+@dataclass
+class LossConfig:
+    """Weights and shape of the objective; the field names are the training YAML keys."""
+
+    rec_weight: float = 1.0  # λ_rec
+    delta_weight: float = 1.0  # λ_Δ
     delta_window: int = 3  # w
     delta_margin: float = 0.85  # m
-    smooth: float = 1.0  # λ_s
+    smooth_weight: float = 1.0  # λ_s
+
+    def validate(self) -> None:
+        if self.delta_window < 1:
+            raise ConfigError(f"delta_window must be >= 1, got {self.delta_window}")
+        for key in ("rec_weight", "delta_weight", "smooth_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not -1.0 <= self.delta_margin <= 1.0:
+            raise ConfigError(f"delta_margin is a cosine similarity in [-1, 1], got {self.delta_margin}")
 
 
 def reconstruction_loss(x_rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -51,13 +64,13 @@ def smooth_loss(z: torch.Tensor, weight: float) -> torch.Tensor:
 
 
 def autoencoder_loss_terms(
-    x: torch.Tensor, x_rec: torch.Tensor, z: torch.Tensor, weights: LossWeights
+    x: torch.Tensor, x_rec: torch.Tensor, z: torch.Tensor, loss: LossConfig
 ) -> dict[str, torch.Tensor]:
     """Eq. 9 and its parts, per chunk: {"rec", "seqdelta", "smooth", "total"}, each [B].
 
     x, x_rec: [B, S, C, H, W]; z: [B, S, D]. "rec" is the unweighted MSE; "total" applies λ_rec.
     """
     rec = reconstruction_loss(x_rec, x)
-    seqdelta = seq_delta_loss(z, weights.delta, weights.delta_margin, weights.delta_window)
-    smooth = smooth_loss(z, weights.smooth)
-    return {"rec": rec, "seqdelta": seqdelta, "smooth": smooth, "total": weights.rec * rec + seqdelta + smooth}
+    seqdelta = seq_delta_loss(z, loss.delta_weight, loss.delta_margin, loss.delta_window)
+    smooth = smooth_loss(z, loss.smooth_weight)
+    return {"rec": rec, "seqdelta": seqdelta, "smooth": smooth, "total": loss.rec_weight * rec + seqdelta + smooth}

@@ -23,6 +23,8 @@ GROUPNORM_EPS = 1e-5
 
 @dataclass
 class AEConfig:
+    """The architecture; the field names are the training YAML keys and the checkpoint's config keys."""
+
     in_channels: int = 16
     spatial_h: int = 60
     spatial_w: int = 104
@@ -31,7 +33,6 @@ class AEConfig:
 
     def __post_init__(self):
         self.hidden_dims = tuple(self.hidden_dims)
-        self.validate()
 
     def validate(self) -> None:
         for key in ("in_channels", "spatial_h", "spatial_w", "latent_dim"):
@@ -42,12 +43,19 @@ class AEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AEConfig":
-        """Build from a dict; missing keys take the defaults, unknown keys are ignored with a warning."""
+        """Build from a dict of AE keys; missing keys take the defaults, an unknown key is an error."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            warnings.warn(f"AEConfig ignores unknown keys {unknown}; known keys are {sorted(known)}", stacklevel=2)
-        return cls(**{k: d[k] for k in known if k in d})
+            raise ConfigError(f"unknown AE config keys {unknown}; expected a subset of {sorted(known)}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_training_config(cls, d: dict) -> "AEConfig":
+        """The architecture part of a trainer checkpoint's config (the whole flat training config)."""
+        return cls.from_dict({f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     @property
     def bottleneck_hw(self) -> tuple[int, int]:
@@ -126,6 +134,7 @@ class Decoder(nn.Module):
 class RetrievalAutoencoder(nn.Module):
     def __init__(self, cfg: AEConfig):
         super().__init__()
+        cfg.validate()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
@@ -160,6 +169,21 @@ class RetrievalAutoencoder(nn.Module):
         return self.decoder(z), z
 
 
+def reference_init_(model: RetrievalAutoencoder) -> RetrievalAutoencoder:
+    """The reference trainer's initialisation, in place: Kaiming-normal convolutions (fan_out, ReLU
+    gain), Xavier-uniform linear layers, zero biases. The zero last conv of every residual block is
+    kept, so blocks still start as the identity (SPEC §2)."""
+    identity_convs = {id(m.block[-1]) for m in model.modules() if isinstance(m, ResidualBlock)}
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and id(m) not in identity_convs:
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
 class AECheckpointError(RuntimeError):
     """A retrieval-AE checkpoint does not match the model its config describes."""
 
@@ -189,8 +213,7 @@ def load_retrieval_autoencoder(
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise AECheckpointError(f"{path}: expected a dict with 'model' (state dict) and 'config' (AE config), found {found}")
-    model_keys = {f.name for f in fields(AEConfig)}
-    cfg = AEConfig.from_dict({k: v for k, v in ckpt["config"].items() if k in model_keys})
+    cfg = AEConfig.from_training_config(ckpt["config"])
     model = RetrievalAutoencoder(cfg)
     missing, unexpected, shapes = _state_dict_mismatches(model, ckpt["model"])
     if shapes or (strict and (missing or unexpected)):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,9 +32,10 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from ae.collapse import EmbeddingSpread, warn_if_collapsed
 from ae.data import build_chunk_datasets
-from ae.losses import LossWeights, autoencoder_loss_terms
-from ae.model import AEConfig, RetrievalAutoencoder
+from ae.losses import LossConfig, autoencoder_loss_terms
+from ae.model import AEConfig, RetrievalAutoencoder, reference_init_
 from utils.atomic import atomic_torch_save
 from utils.config import ConfigError, config_to_dict
 from utils.seeding import seed_everything
@@ -43,30 +44,20 @@ from utils.checkpoint_io import load_checkpoint
 logger = logging.getLogger(__name__)
 
 LOSS_TERMS = ("rec", "seqdelta", "smooth", "total")
-MODEL_KEYS = tuple(f.name for f in dataclasses.fields(AEConfig))
 DEVICES = ("auto", "cuda", "cpu")
 
 
 @dataclass
-class AETrainConfig:
+class AETrainConfig(LossConfig, AEConfig):
+    """The flat training YAML: the architecture (AEConfig fields), the objective (LossConfig fields),
+    and the data, optimisation and run settings below."""
+
     # data
     data_dir: str = "toydatasets"  # folder of *.pt latent videos, or a latent corpus (index.json)
     seq_len: int = 8  # S: consecutive frames per chunk
-    chunks_per_video: int = 16  # chunks drawn from every training video per epoch
+    chunks_per_video: int = 16  # chunks drawn from every training video per epoch (1: the reference's epoch)
     val_split: float = 0.1  # fraction of videos held out for validation
     num_workers: int = 2  # DataLoader workers per process
-    # model (the AEConfig fields)
-    in_channels: int = 16
-    spatial_h: int = 60
-    spatial_w: int = 104
-    latent_dim: int = 1024
-    hidden_dims: list[int] = field(default_factory=lambda: [64, 128, 256])
-    # objective
-    rec_weight: float = 1.0  # λ_rec
-    delta_weight: float = 1.0  # λ_Δ
-    delta_window: int = 3  # w
-    delta_margin: float = 0.85  # m
-    smooth_weight: float = 1.0  # λ_s
     # optimisation
     batch_size: int = 128  # chunks per optimizer step, summed over all processes
     lr: float = 3e-4
@@ -74,6 +65,9 @@ class AETrainConfig:
     epochs: int = 400
     grad_clip: float = 1.0  # max global gradient norm
     use_amp: bool = True  # bf16 autocast on CUDA; CPU always runs float32
+    reference_init: bool = False  # Kaiming / Xavier weights and zero biases, as the reference trainer
+    plateau_patience: int = 0  # stop after this many epochs without a new best validation rec (0: run all epochs)
+    plateau_min_delta: float = 0.01  # relative improvement of the validation rec that counts as a new best
     # run
     device: str = "auto"  # auto (CUDA if available, else CPU) | cuda | cpu; under torchrun, CPU processes use gloo
     output_dir: str = "runs/ae_delta"
@@ -83,23 +77,21 @@ class AETrainConfig:
     seed: int = 777
 
     def validate(self) -> None:
-        positive = ("seq_len", "chunks_per_video", "batch_size", "epochs", "delta_window", "save_every", "log_every")
-        for key in positive:
+        AEConfig.validate(self)
+        LossConfig.validate(self)
+        for key in ("seq_len", "chunks_per_video", "batch_size", "epochs", "save_every", "log_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not 0.0 < self.val_split < 1.0:
             raise ConfigError(f"val_split must be in (0, 1) (the best checkpoint is chosen on validation), got {self.val_split}")
-        for key in ("rec_weight", "delta_weight", "smooth_weight", "weight_decay", "num_workers"):
+        for key in ("weight_decay", "num_workers", "plateau_patience", "plateau_min_delta"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         for key in ("lr", "grad_clip"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
-        if not -1.0 <= self.delta_margin <= 1.0:
-            raise ConfigError(f"delta_margin is a cosine similarity in [-1, 1], got {self.delta_margin}")
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {list(DEVICES)}, got '{self.device}'")
-        self.model_config()
 
     def use_cpu(self) -> bool:
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -107,10 +99,10 @@ class AETrainConfig:
         return self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available())
 
     def model_config(self) -> AEConfig:
-        return AEConfig(**{k: getattr(self, k) for k in MODEL_KEYS})
+        return AEConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(AEConfig)})
 
-    def loss_weights(self) -> LossWeights:
-        return LossWeights(self.rec_weight, self.delta_weight, self.delta_window, self.delta_margin, self.smooth_weight)
+    def loss_config(self) -> LossConfig:
+        return LossConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(LossConfig)})
 
 
 @dataclass
@@ -121,27 +113,43 @@ class TrainResult:
     best_val: float
 
 
-def chunk_loss_terms(model, x: torch.Tensor, weights: LossWeights, autocast: bool) -> dict[str, torch.Tensor]:
-    """x: [B, S, C, H, W] chunks -> every loss term per chunk, each [B] (bf16 autocast if `autocast`)."""
+def chunk_forward(model, x: torch.Tensor, loss: LossConfig, autocast: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """x: [B, S, C, H, W] chunks -> (every loss term per chunk, each [B]; embeddings z: [B, S, D])."""
     x = x.float()  # chunks arrive in the stored dtype (e.g. bf16) and are upcast here, on the device
     b, s = x.shape[:2]
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
         x_rec, z = model(x.flatten(0, 1))
-    return autoencoder_loss_terms(x, x_rec.unflatten(0, (b, s)), z.unflatten(0, (b, s)), weights)
+    z = z.unflatten(0, (b, s))
+    return autoencoder_loss_terms(x, x_rec.unflatten(0, (b, s)), z, loss), z
+
+
+def chunk_loss_terms(model, x: torch.Tensor, loss: LossConfig, autocast: bool) -> dict[str, torch.Tensor]:
+    """x: [B, S, C, H, W] chunks -> every loss term per chunk, each [B] (bf16 autocast if `autocast`)."""
+    return chunk_forward(model, x, loss, autocast)[0]
 
 
 @torch.no_grad()
-def evaluate(model, loader, weights: LossWeights, accelerator: Accelerator, autocast: bool) -> dict[str, float]:
-    """Mean of every loss term over all validation chunks (gathered from every process)."""
+def evaluate(model, loader, loss: LossConfig, accelerator: Accelerator, autocast: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """Over all validation chunks (gathered from every process): (mean of every loss term,
+    collapse-monitor numbers of their frame embeddings)."""
     model.eval()
     loader.set_epoch(0)  # the same validation chunks every epoch, so the losses are comparable
-    rows = []
+    rows, spread = [], EmbeddingSpread()
     for x in loader:
-        terms = chunk_loss_terms(model, x, weights, autocast)
+        terms, z = chunk_forward(model, x, loss, autocast)
         rows.append(accelerator.gather_for_metrics(torch.stack([terms[k] for k in LOSS_TERMS], dim=1)))
+        spread.update(accelerator.gather_for_metrics(z.float()).flatten(0, 1))  # gathered per chunk, as the losses
     model.train()
     means = torch.cat(rows).mean(dim=0).tolist()
-    return dict(zip(LOSS_TERMS, means))
+    return dict(zip(LOSS_TERMS, means)), spread.stats()
+
+
+def plateaued(history: list[dict], patience: int, min_delta: float) -> bool:
+    """True when the last `patience` epochs brought no validation rec below (1 - min_delta) x the best before them."""
+    if patience < 1 or len(history) <= patience:
+        return False
+    recs = [h["val"]["rec"] for h in history]
+    return min(recs[-patience:]) > (1 - min_delta) * min(recs[:-patience])
 
 
 def _rng_state() -> dict:
@@ -177,7 +185,12 @@ def _resume(path: Path, cfg: AETrainConfig, split: dict, model, optimizer) -> di
     """Load `path` into model and optimizer (strict) and return the checkpoint."""
     ckpt = load_checkpoint(path, "AE training checkpoint", "start over with resume=false, or copy a good "
                            "epoch_XXXX.pt of this output_dir to last.pt")
-    changed = {k: (ckpt["config"].get(k), getattr(cfg, k)) for k in MODEL_KEYS if ckpt["config"].get(k) != getattr(cfg, k)}
+    trained = AEConfig.from_training_config(ckpt["config"])
+    changed = {
+        f.name: (getattr(trained, f.name), getattr(cfg, f.name))
+        for f in dataclasses.fields(AEConfig)
+        if getattr(trained, f.name) != getattr(cfg, f.name)
+    }
     if changed:
         raise ConfigError(
             f"{path} was trained with other model settings {changed} (checkpoint, config); "
@@ -216,10 +229,10 @@ def _build_loaders(cfg: AETrainConfig, num_processes: int, pin_memory: bool):
 
 def _train_epoch(model, optimizer, loader, cfg: AETrainConfig, accelerator: Accelerator, autocast: bool, writer, step: int, desc: str) -> tuple[dict[str, float], int]:
     """One pass over the epoch's training chunks; returns (mean of every loss term, global step after it)."""
-    weights = cfg.loss_weights()
+    loss = cfg.loss_config()
     sums = torch.zeros(len(LOSS_TERMS), device=accelerator.device)
     for x in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_main_process):
-        terms = chunk_loss_terms(model, x, weights, autocast)
+        terms = chunk_loss_terms(model, x, loss, autocast)
         accelerator.backward(terms["total"].mean())
         accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -245,6 +258,13 @@ def _save_checkpoints(out: Path, ckpt: dict, is_best: bool, save_every: int) -> 
         atomic_torch_save(ckpt, out / f"epoch_{epoch:04d}.pt")
 
 
+def build_model(cfg: AETrainConfig) -> RetrievalAutoencoder:
+    """The untrained AE of `cfg`: seeded, with the configured initialisation (seeds every RNG)."""
+    seed_everything(cfg.seed)
+    model = RetrievalAutoencoder(cfg.model_config())
+    return reference_init_(model) if cfg.reference_init else model
+
+
 def train_autoencoder(cfg: AETrainConfig) -> TrainResult:
     """Train (or resume) the retrieval AE as configured; returns the final model and the loss history."""
     # cpu=True is what lets accelerate join a torchrun launch on CPU (gloo) instead of running alone
@@ -254,8 +274,7 @@ def train_autoencoder(cfg: AETrainConfig) -> TrainResult:
     out = Path(cfg.output_dir)
     train_loader, val_loader, split = _build_loaders(cfg, accelerator.num_processes, accelerator.device.type == "cuda")
 
-    seed_everything(cfg.seed)
-    model = RetrievalAutoencoder(cfg.model_config()).to(accelerator.device)
+    model = build_model(cfg).to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history, best_epoch, best_val, start_epoch = [], -1, float("inf"), 0
     if cfg.resume and (out / "last.pt").exists():
@@ -275,16 +294,22 @@ def train_autoencoder(cfg: AETrainConfig) -> TrainResult:
     # a resumed run drops the events an interrupted run logged after its last checkpoint
     writer = SummaryWriter(out / "tb", purge_step=step + 1) if main else None
     for epoch in tqdm(range(start_epoch, cfg.epochs), desc="epochs", initial=start_epoch, total=cfg.epochs, disable=not main):
+        if plateaued(history, cfg.plateau_patience, cfg.plateau_min_delta):  # checked here so a resumed run stops too
+            if main:
+                logger.info("validation rec has plateaued (no %.0f %% improvement in %d epochs); stopping before epoch %d",
+                            100 * cfg.plateau_min_delta, cfg.plateau_patience, epoch)
+            break
         # through the prepared loader: it sets the dataset's epoch itself on every pass, from its own
         # pass counter, which a resumed run would otherwise restart at 0
         train_loader.set_epoch(epoch)
         train_means, step = _train_epoch(model, optimizer, train_loader, cfg, accelerator, autocast, writer, step, f"epoch {epoch}")
-        val_means = evaluate(model, val_loader, cfg.loss_weights(), accelerator, autocast)
-        history.append({"epoch": epoch, "train": train_means, "val": val_means})
+        val_means, spread = evaluate(model, val_loader, cfg.loss_config(), accelerator, autocast)
+        history.append({"epoch": epoch, "train": train_means, "val": val_means, "embedding": spread})
         if val_means["total"] < best_val:
             best_epoch, best_val = epoch, val_means["total"]
         if main:
-            for tag, means in (("train_epoch", train_means), ("val", val_means)):
+            warn_if_collapsed(spread, epoch)
+            for tag, means in (("train_epoch", train_means), ("val", val_means), ("embedding", spread)):
                 for name, value in means.items():
                     writer.add_scalar(f"{tag}/{name}", value, step)
             writer.flush()

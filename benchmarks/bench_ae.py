@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ae.data import LatentChunkDataset, VideoRecord, discover_videos
-from ae.losses import LossWeights
+from ae.losses import LossConfig
 from ae.model import AEConfig, RetrievalAutoencoder
 from ae.train import chunk_loss_terms
 from utils import latent_corpus
@@ -94,7 +94,7 @@ def training_chunks_per_s(sets: dict[str, LatentChunkDataset], names: list[str],
     torch.manual_seed(seed)
     model = RetrievalAutoencoder(PAPER).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-4)
-    weights = LossWeights()
+    loss = LossConfig()
     iters = {name: iter(loader(sets[name], batch_size)) for name in names}
     times = {name: {"load": [], "step": []} for name in names}
     for i in tqdm(range(warmup + steps), desc="train steps", leave=False):
@@ -102,7 +102,7 @@ def training_chunks_per_s(sets: dict[str, LatentChunkDataset], names: list[str],
             t0 = time.perf_counter()
             x = next(iters[name])  # [B, S, C, H, W]
             t1 = time.perf_counter()
-            terms = chunk_loss_terms(model, x, weights, autocast=False)
+            terms = chunk_loss_terms(model, x, loss, autocast=False)
             terms["total"].mean().backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

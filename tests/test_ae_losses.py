@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ae.losses import (
-    LossWeights,
+    LossConfig,
     autoencoder_loss_terms,
     delta_loss,
     reconstruction_loss,
@@ -73,7 +73,7 @@ def test_total_is_weighted_sum_of_named_terms_per_chunk():
     z = torch.cat([seq([1.0, 0.0], [2.0, 0.0], [0.0, 1.0]), seq([0.0, 0.0], [1.0, 0.0], [3.0, 0.0])])  # [2, 3, 2]
     x = torch.zeros(2, 3, 1, 2, 2)
     x_rec = torch.ones(2, 3, 1, 2, 2)
-    w = LossWeights(rec=2.0, delta=1.0, delta_window=3, delta_margin=0.85, smooth=0.5)
+    w = LossConfig(rec_weight=2.0, delta_weight=1.0, delta_window=3, delta_margin=0.85, smooth_weight=0.5)
     terms = autoencoder_loss_terms(x, x_rec, z, w)
     assert set(terms) == {"rec", "seqdelta", "smooth", "total"}
     torch.testing.assert_close(terms["rec"], torch.tensor([1.0, 1.0]))
@@ -87,15 +87,15 @@ def test_total_is_weighted_sum_of_named_terms_per_chunk():
 def test_zero_weights_leave_reconstruction_only():
     z = torch.randn(3, 8, 16)
     x, x_rec = torch.randn(3, 8, 2, 4, 4), torch.randn(3, 8, 2, 4, 4)
-    terms = autoencoder_loss_terms(x, x_rec, z, LossWeights(delta=0.0, smooth=0.0))
+    terms = autoencoder_loss_terms(x, x_rec, z, LossConfig(delta_weight=0.0, smooth_weight=0.0))
     torch.testing.assert_close(terms["total"], reconstruction_loss(x_rec, x))
 
 
 def test_bfloat16_embeddings_give_float32_terms():
     z = torch.randn(2, 8, 16)
-    terms32 = autoencoder_loss_terms(torch.zeros(2, 8, 1, 2, 2), torch.ones(2, 8, 1, 2, 2), z, LossWeights(delta_margin=0.0))
+    terms32 = autoencoder_loss_terms(torch.zeros(2, 8, 1, 2, 2), torch.ones(2, 8, 1, 2, 2), z, LossConfig(delta_margin=0.0))
     terms16 = autoencoder_loss_terms(
-        torch.zeros(2, 8, 1, 2, 2), torch.ones(2, 8, 1, 2, 2, dtype=torch.bfloat16), z.bfloat16(), LossWeights(delta_margin=0.0)
+        torch.zeros(2, 8, 1, 2, 2), torch.ones(2, 8, 1, 2, 2, dtype=torch.bfloat16), z.bfloat16(), LossConfig(delta_margin=0.0)
     )
     assert all(t.dtype == torch.float32 for t in terms16.values())
     torch.testing.assert_close(terms16["total"], terms32["total"], atol=0.05, rtol=0.02)

@@ -10,9 +10,11 @@ from ae.model import (
     AEInputShapeError,
     RetrievalAutoencoder,
     load_retrieval_autoencoder,
+    reference_init_,
 )
 from conftest import FIXTURES, load_fixture
 from utils.assets import MissingAssetError
+from utils.config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +85,33 @@ def test_decode_rejects_wrong_embedding_width(fixture_ae):
         fixture_ae.decode(torch.zeros(2, 31))
 
 
-def test_from_dict_warns_on_unknown_keys_and_defaults_missing_ones():
-    with pytest.warns(UserWarning, match="lr"):
-        cfg = AEConfig.from_dict({"latent_dim": 64, "hidden_dims": [4, 8], "lr": 3e-4})
+def test_from_dict_rejects_unknown_keys_and_defaults_missing_ones():
+    with pytest.raises(ConfigError, match=r"unknown AE config keys \['lr'\]"):
+        AEConfig.from_dict({"latent_dim": 64, "hidden_dims": [4, 8], "lr": 3e-4})
+    with pytest.raises(ConfigError, match="hidden_dims"):
+        AEConfig.from_dict({"hidden_dims": []})
+    cfg = AEConfig.from_dict({"latent_dim": 64, "hidden_dims": [4, 8]})
     assert cfg == AEConfig(latent_dim=64, hidden_dims=(4, 8))
     assert (cfg.in_channels, cfg.spatial_h, cfg.spatial_w) == (16, 60, 104)
+
+
+def test_from_training_config_reads_only_the_architecture_keys():
+    cfg = AEConfig.from_training_config({"latent_dim": 64, "hidden_dims": [4, 8], "lr": 3e-4, "smooth_weight": 1.0})
+    assert cfg == AEConfig(latent_dim=64, hidden_dims=(4, 8))
+
+
+def test_reference_init_zeroes_biases_and_keeps_residual_blocks_identity():
+    torch.manual_seed(0)
+    model = reference_init_(RetrievalAutoencoder(AEConfig(spatial_h=8, spatial_w=8, latent_dim=8, hidden_dims=(8, 16))))
+    biases = {n: p for n, p in model.named_parameters() if n.endswith(".bias") and "norm" not in n and p.ndim == 1}
+    conv_linear = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert conv_linear and all(torch.count_nonzero(biases[f"{n}.bias"]) == 0 for n in conv_linear)
+    fc = model.encoder.fc.weight  # Xavier-uniform bound sqrt(6 / (fan_in + fan_out))
+    assert fc.abs().max() <= (6 / (fc.shape[0] + fc.shape[1])) ** 0.5
+    first = model.encoder.conv_stack[0].weight  # Kaiming-normal, fan_out: std sqrt(2 / (c_out * 9))
+    assert first.std().item() == pytest.approx((2 / (first.shape[0] * 9)) ** 0.5, rel=0.15)
+    x = torch.randn(2, 8, 4, 4)
+    assert torch.equal(model.encoder.conv_stack[3](x), x)
 
 
 def test_loader_reads_training_config_without_warning():

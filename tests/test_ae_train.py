@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ae.data import LatentChunkDataset
 from ae.model import RetrievalAutoencoder, load_retrieval_autoencoder
-from ae.train import LOSS_TERMS, AETrainConfig, train_autoencoder
+from ae.train import LOSS_TERMS, AETrainConfig, plateaued, train_autoencoder
 from utils.config import ConfigError, load_config
 from utils.locks import hold_folder
 
@@ -211,6 +211,25 @@ def test_tensorboard_logs_every_loss_term_on_both_splits(reference):
             scalars = events.Scalars(f"{split}/{term}")
             assert [e.step for e in scalars] == [steps_per_epoch * (e + 1) for e in range(EPOCHS)]
             assert [e.value for e in scalars] == pytest.approx([h[key][term] for h in history], rel=1e-6)
+    for name in ("mean_cosine", "const_to_var"):  # the collapse monitor, every epoch
+        scalars = events.Scalars(f"embedding/{name}")
+        assert [e.step for e in scalars] == [steps_per_epoch * (e + 1) for e in range(EPOCHS)]
+        assert [e.value for e in scalars] == pytest.approx([h["embedding"][name] for h in history], rel=1e-6)
+
+
+def test_plateau_is_judged_on_the_validation_reconstruction():
+    history = [{"val": {"rec": r}} for r in (1.0, 0.8, 0.79, 0.785)]
+    assert not plateaued(history, patience=0, min_delta=0.5)  # 0: never stop early
+    assert plateaued(history, patience=2, min_delta=0.02)  # 0.785 is not 2 % below 0.8
+    assert not plateaued(history, patience=2, min_delta=0.01)  # 0.785 is 1.9 % below 0.8
+    assert not plateaued(history, patience=4, min_delta=0.02)  # not enough epochs yet
+
+
+def test_training_stops_when_validation_rec_plateaus_and_a_resume_does_not_continue(toy_dir, tmp_path):
+    cfg = tiny_config(toy_dir, tmp_path, "plateau_patience=1", "plateau_min_delta=0.99")
+    assert [h["epoch"] for h in train_autoencoder(cfg).history] == [0, 1]  # epoch 1 is not 99 % better than epoch 0
+    assert [h["epoch"] for h in train_autoencoder(cfg).history] == [0, 1]
+    assert load(tmp_path / "last.pt")["epoch"] == 1
 
 
 @pytest.mark.parametrize(
@@ -225,6 +244,7 @@ def test_tensorboard_logs_every_loss_term_on_both_splits(reference):
         ("seq_len=0", "seq_len"),
         ("hidden_dims=[0,8]", "hidden_dims"),
         ("smooth_weight=-1", "smooth_weight"),
+        ("plateau_patience=-1", "plateau_patience"),
     ],
 )
 def test_bad_config_keys_and_values_are_errors_naming_the_key(override, key):
@@ -234,12 +254,15 @@ def test_bad_config_keys_and_values_are_errors_naming_the_key(override, key):
 
 
 def test_shipped_configs_are_valid_and_the_paper_ones_use_table_4(tmp_path):
-    full, base = load_config(AETrainConfig, CONFIGS / "ae_delta.yaml"), load_config(AETrainConfig, CONFIGS / "base_ae.yaml")
+    full, base = load_config(AETrainConfig, CONFIGS / "ae_delta.yaml"), load_config(AETrainConfig, CONFIGS / "ae_only_paper.yaml")
+    reference_ae_only = load_config(AETrainConfig, CONFIGS / "ae_only_reference.yaml")
     table4 = dict(lr=3e-4, weight_decay=1e-4, batch_size=128, epochs=400, grad_clip=1.0, rec_weight=1.0, delta_weight=1.0,
                   delta_window=3, delta_margin=0.85, smooth_weight=1.0, latent_dim=1024, hidden_dims=[64, 128, 256],
-                  val_split=0.1, seq_len=8, in_channels=16, spatial_h=60, spatial_w=104, use_amp=True)
-    assert {k: getattr(full, k) for k in table4} == table4
-    assert {k: getattr(base, k) for k in table4} == {**table4, "delta_weight": 0.0, "smooth_weight": 0.0}
+                  val_split=0.1, seq_len=8, in_channels=16, spatial_h=60, spatial_w=104, use_amp=True,
+                  chunks_per_video=1, reference_init=True)  # the reference's epoch and initialisation
+    assert {k: getattr(full, k) for k in table4} == {**table4, "hidden_dims": (64, 128, 256)}
+    assert {k: getattr(base, k) for k in table4} == {**table4, "hidden_dims": (64, 128, 256), "delta_weight": 0.0, "smooth_weight": 0.0}
+    assert {k: getattr(reference_ae_only, k) for k in table4} == {**table4, "hidden_dims": (64, 128, 256), "delta_weight": 0.0}
     toy_full, toy_base = load_config(AETrainConfig, CONFIGS / "toy_delta.yaml"), load_config(AETrainConfig, CONFIGS / "toy_base.yaml")
     differ = {f for f in AETrainConfig.__dataclass_fields__ if getattr(toy_full, f) != getattr(toy_base, f)}
     assert differ == {"delta_weight", "smooth_weight", "output_dir"}
@@ -396,8 +419,8 @@ def test_loaders_pin_batches_for_a_gpu_and_chunks_are_upcast_on_the_device(toy_d
         assert train.pin_memory is pin and val.pin_memory is pin
     model = RetrievalAutoencoder(cfg.model_config())
     x = torch.randn(2, cfg.seq_len, 16, 8, 8)
-    from_bf16 = chunk_loss_terms(model, x.bfloat16(), cfg.loss_weights(), autocast=False)
-    from_fp32 = chunk_loss_terms(model, x.bfloat16().float(), cfg.loss_weights(), autocast=False)
+    from_bf16 = chunk_loss_terms(model, x.bfloat16(), cfg.loss_config(), autocast=False)
+    from_fp32 = chunk_loss_terms(model, x.bfloat16().float(), cfg.loss_config(), autocast=False)
     assert from_bf16["total"].dtype == torch.float32
     torch.testing.assert_close(from_bf16["total"], from_fp32["total"], rtol=0, atol=0)  # the same upcast, same code
 
