@@ -4,7 +4,7 @@
 #   bash evaluate.sh <run_folder> [<run_folder> ...] [key=value ...]
 #
 #   run_folder  an inference output folder (with summary.json), e.g. videos/demo/native
-#   key=value   overrides of configs/evaluate.yaml, e.g. output_folder=reports/demo vbench.mode=off
+#   key=value   overrides of configs/evaluate.yaml, e.g. output_folder=reports/demo vbench.mode=skip
 #
 # Environment:
 #   CONFIG=...     the YAML (default configs/evaluate.yaml)

@@ -7,7 +7,7 @@ from typing import Sequence
 
 from utils.config import ConfigError, load_config
 
-VBENCH_MODES = ("auto", "off", "required")
+VBENCH_MODES = ("auto", "skip", "required")  # not "off": YAML reads it as a boolean
 VDE_WEIGHTINGS = ("linear", "log")
 DEVICES = ("auto", "cpu", "cuda")
 # VBench-Long's six dimensions that accept custom prompts (SPEC_NEXT §3.1), in Table 2's column order
@@ -18,7 +18,7 @@ VBENCH_DIMENSIONS = ("subject_consistency", "background_consistency", "motion_sm
 @dataclass
 class VBenchConfig:
     # auto: score when the VBench environment is complete (else the report says why not);
-    # required: stop early with what is missing; off: never run it
+    # required: stop early with what is missing; skip: never run it
     mode: str = "auto"
     repo: str = "third_party/VBench"  # git checkout of Vchitect/VBench at `commit`
     commit: str = "45e79ec"
@@ -44,6 +44,9 @@ class DriftConfig:
     # one encoder for every run so the curves compare; None = the runs' own model_kwargs.ae_ckpt
     # (the demo AE for demo runs)
     ae_ckpt: str | None = None
+    # DINO ViT-B/16 curves where the VBench venv and its DINO weights exist (evaluation/dino.py)
+    use_dino: bool = True
+    dino_frame_stride: int = 4  # every 4th video frame: the latent frame rate
 
 
 @dataclass
@@ -77,6 +80,8 @@ class EvaluateConfig:
             raise ConfigError("drift.clip_seconds, drift.reference_seconds and drift.first_last_seconds must be > 0")
         if not dr.gap_seconds or min(dr.gap_seconds) <= 0:
             raise ConfigError(f"drift.gap_seconds {dr.gap_seconds} must be a non-empty list of positive seconds")
+        if dr.dino_frame_stride < 1:
+            raise ConfigError(f"drift.dino_frame_stride must be >= 1, got {dr.dino_frame_stride}")
         if dr.vde_chunks < 2:
             raise ConfigError(f"drift.vde_chunks must be >= 2, got {dr.vde_chunks}")
         if dr.vde_weighting not in VDE_WEIGHTINGS:

@@ -1,7 +1,8 @@
 """Weight-free drift metrics of one video (SPEC_NEXT §3.2).
 
 - similarity versus time gap S(Δ) = mean_t cos(f_t, f_{t+Δ}) and similarity to the opening
-  D(t) = cos(f_0, f_t) of per-frame features (channel-mean latents, retrieval-AE embeddings);
+  D(t) = cos(f_0, f_t) of per-frame features (channel-mean latents, retrieval-AE embeddings, and
+  DINO ViT-B/16 features where the VBench environment exists: evaluation/dino.py);
 - colour / exposure drift against the first second: ΔE of the mean Lab colour (CIE76), change of
   the L* spread (contrast) and of the mean relative luminance;
 - sharpness drift: variance of the Laplacian relative to the first second;

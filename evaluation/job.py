@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from evaluation.config import EvaluateConfig
+from evaluation.dino import DinoCall, DinoRunError, dino_availability, dino_scores, run_dino
 from evaluation.run_folder import (VIDEO_FRAMES_PER_LATENT, RunFolderError, RunInfo, read_frames, read_latents,
                                    retrieval_encoder)
 from evaluation.vbench_env import VBenchUnavailable, installed_versions, prepare, venv_python
@@ -82,8 +83,8 @@ class VBenchState:
 def vbench_state(cfg: EvaluateConfig, info: DistInfo, log: Callable[[str], None]) -> VBenchState:
     """Rank 0 checks (and on first use builds) the VBench environment; every rank gets its verdict."""
     vb = cfg.vbench
-    if vb.mode == "off":
-        return VBenchState(None, "disabled (vbench.mode=off)", {})
+    if vb.mode == "skip":
+        return VBenchState(None, "disabled (vbench.mode=skip)", {})
     verdict = None
     if info.is_main:
         try:
@@ -96,6 +97,27 @@ def vbench_state(cfg: EvaluateConfig, info: DistInfo, log: Callable[[str], None]
             raise VBenchUnavailable(verdict)
         return VBenchState(None, verdict, {})
     return VBenchState(VBenchCall(venv_python(vb), vb), None, installed_versions(vb))
+
+
+@dataclass(frozen=True)
+class DinoState:
+    call: DinoCall | None
+    reason: str | None  # why the DINO curves were not computed
+
+    def settings(self) -> dict:
+        if self.call is None:
+            return {"status": "not run", "reason": self.reason}
+        return {"status": "scored", **self.call.options()}
+
+
+def dino_state(cfg: EvaluateConfig, info: DistInfo) -> DinoState:
+    """The DINO environment, the same on every rank (the settings of every record must agree)."""
+    call, reason = dino_availability(cfg)
+    main_reason = broadcast_from_main(reason, info)
+    if (main_reason is None) != (reason is None):
+        raise DinoRunError(f"rank {info.rank} and rank 0 disagree on the DINO environment: {reason or main_reason}; "
+                           "give every node the same vbench.venv and VBench cache")
+    return DinoState(call, reason)
 
 
 def select_ae(runs: list[RunInfo], cfg: EvaluateConfig) -> tuple[bool, str | None, str | None]:
@@ -129,11 +151,12 @@ class Embedder:
         return torch.cat([ae.encode(chunk.to(self.device)).cpu() for chunk in latents.split(ENCODE_CHUNK)])
 
 
-def item_settings(cfg: EvaluateConfig, vbench: VBenchState, ae: tuple[bool, str | None, str | None]) -> dict:
+def item_settings(cfg: EvaluateConfig, vbench: VBenchState, ae: tuple[bool, str | None, str | None],
+                  dino: DinoState) -> dict:
     """Everything that determines a video's scores; a stored file with other settings is rescored."""
     use_ae, ckpt, reason = ae
     return {"drift": asdict(cfg.drift), "ae": {"used": use_ae, "ckpt": ckpt, "reason": reason},
-            "vbench": vbench.settings()}
+            "vbench": vbench.settings(), "dino": dino.settings()}
 
 
 def finished(path: Path, settings: dict) -> bool:
@@ -146,13 +169,17 @@ def finished(path: Path, settings: dict) -> bool:
 
 
 def score_video(item: VideoItem, cfg: EvaluateConfig, device: torch.device, embedder: Embedder | None,
-                ae_reason: str | None, vbench: dict, settings: dict) -> dict:
+                ae_reason: str | None, vbench: dict, dino: DinoState, dino_features: torch.Tensor | None,
+                settings: dict) -> dict:
+    """dino_features: [ceil(T / stride), D] DINO features of the video's frames (None when not run)."""
     run, stem = item.run, item.stem
     frames = read_frames(run.video(stem))
     fps = run.fps
     record = {"run_id": run.run_id, "stem": stem, "settings": settings,
               "provenance": {"project_commit": project_commit()}, "vbench": vbench,
-              "pixels": pixel_scores(frames, fps, cfg.drift, device)}
+              "pixels": pixel_scores(frames, fps, cfg.drift, device),
+              "dino": (dino_scores(dino_features, len(frames), fps, dino.call, cfg.drift.gap_seconds)
+                       if dino.call is not None else settings["dino"])}
     latents_path = run.latents(stem)
     if not latents_path.is_file():
         record["latents"] = {"skipped": f"no {latents_path.name} (generate with save_latents=true)"}
@@ -174,7 +201,8 @@ def run_scoring(cfg: EvaluateConfig, runs: list[RunInfo], info: DistInfo, device
     """Score this rank's share of the videos; returns the report-level settings (VBench status etc.)."""
     vbench = vbench_state(cfg, info, log)
     ae = select_ae(runs, cfg)
-    settings = item_settings(cfg, vbench, ae)
+    dino = dino_state(cfg, info)
+    settings = item_settings(cfg, vbench, ae, dino)
     mine = shard(video_items(runs), info.rank, info.world_size)
     pending = []
     for item in mine:
@@ -185,14 +213,19 @@ def run_scoring(cfg: EvaluateConfig, runs: list[RunInfo], info: DistInfo, device
     embedder = Embedder(ae[1], device) if ae[0] else None
     progress = tqdm(total=len(pending), desc="videos scored", disable=not info.is_main)
     for batch_index, batch in enumerate(vbench_batches(pending, cfg.vbench.videos_per_call)):
-        scored = None
+        scored, features = None, {}
+        videos = {item.vbench_name: item.run.video(item.stem) for item in batch}
         if vbench.call is not None:
             work = Path(cfg.output_folder) / "vbench_work" / f"rank{info.rank}-batch{batch_index}"
-            scored = run_call(vbench.call, {item.vbench_name: item.run.video(item.stem) for item in batch}, work)
+            scored = run_call(vbench.call, videos, work)
+        if dino.call is not None:
+            work = Path(cfg.output_folder) / "dino_work" / f"rank{info.rank}-batch{batch_index}"
+            features = run_dino(dino.call, videos, work)
         for item in batch:
             result = ({**scored[item.vbench_name], **settings["vbench"]} if scored is not None
                       else settings["vbench"])
-            record = score_video(item, cfg, device, embedder, ae[2], result, settings)
+            record = score_video(item, cfg, device, embedder, ae[2], result, dino, features.get(item.vbench_name),
+                                 settings)
             atomic_write_text(json.dumps(record, indent=1), score_path(cfg.output_folder, item.run, item.stem))
             progress.update()
     progress.close()

@@ -12,7 +12,10 @@ from utils.atomic import atomic_path
 DRIFT_PANELS = (
     ("D_latent_mean", "D(t): channel-mean latents vs opening", "cosine"),
     ("D_ae", "D(t): retrieval-AE embedding vs opening", "cosine"),
+    ("D_dino", "D(t): DINO ViT-B/16 features vs opening", "cosine"),
     ("S_latent_mean", "S(Δ): channel-mean latents", "cosine"),
+    ("S_ae", "S(Δ): retrieval-AE embedding", "cosine"),
+    ("S_dino", "S(Δ): DINO ViT-B/16 features", "cosine"),
     ("delta_e", "colour drift ΔE vs first second", "ΔE (CIE76)"),
     ("luminance_drift", "exposure drift vs first second", "Δ luminance Y"),
     ("sharpness_ratio", "sharpness vs first second", "Laplacian variance ratio"),
@@ -27,10 +30,10 @@ def _save(fig: Figure, path: str | os.PathLike) -> None:
 
 def plot_drift(title: str, runs: list[tuple[str, dict]], path: str | os.PathLike, dpi: int) -> None:
     """One figure of a backbone: a panel per drift metric, a line per run (label, {key: (x, y)})."""
-    fig = Figure(figsize=(13, 7), dpi=dpi)
+    fig = Figure(figsize=(13, 10), dpi=dpi)
     FigureCanvasAgg(fig)
     for index, (key, panel, ylabel) in enumerate(DRIFT_PANELS):
-        ax = fig.add_subplot(2, 3, index + 1)
+        ax = fig.add_subplot(3, 3, index + 1)
         for label, curves in runs:
             if key in curves:
                 x, y = curves[key]

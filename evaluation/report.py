@@ -15,7 +15,7 @@ from evaluation.job import RUNS_DIR, score_path
 from evaluation.plots import plot_drift, plot_retrieval_diagnostics
 from evaluation.retrieval_stats import retrieval_diagnostics
 from evaluation.run_folder import VIDEO_FRAMES_PER_LATENT, RunInfo
-from evaluation.table import TableRow, csv_text, markdown, rank_rows, row_order
+from evaluation.table import NOT_RUN, TableRow, csv_text, markdown, rank_rows, row_order
 from utils.atomic import atomic_write_text
 
 # (column, path into a video record) of the weight-free summary table
@@ -25,6 +25,8 @@ DRIFT_COLUMNS = (
     ("D(end) latent", ("latents", "latent_mean", "D_end")),
     ("S(1s) AE", ("latents", "ae", "S_at", "1s")),
     ("D(end) AE", ("latents", "ae", "D_end")),
+    ("S(1s) DINO", ("dino", "S_at", "1s")),
+    ("D(end) DINO", ("dino", "D_end")),
     ("ΔE last s", ("pixels", "final_drift", "delta_e")),
     ("ΔY last s", ("pixels", "final_drift", "luminance_drift")),
     ("sharp. ratio last s", ("pixels", "final_drift", "sharpness_ratio")),
@@ -35,7 +37,10 @@ DRIFT_COLUMNS = (
 )
 
 
-NOT_RUN_NOTE = "not run, because:"
+DINO_COLUMNS = ("S(1s) DINO", "D(end) DINO")
+# (curve key suffix, path of a video record's S(Δ) / D(t) summary)
+SIMILARITY_FEATURES = (("latent_mean", ("latents", "latent_mean")), ("ae", ("latents", "ae")), ("dino", ("dino",)))
+NOT_RUN_NOTE = f"{NOT_RUN}, because:"
 
 
 class MissingScoresError(RuntimeError):
@@ -89,9 +94,9 @@ def run_curves(records: list[dict]) -> dict[str, tuple[list[float], list[float]]
         per_video = [r["pixels"]["curves"][name] for r in records if name in r["pixels"]["curves"]]
         y = mean_curve(per_video)
         curves[name] = ([i / hz for i in range(len(y))], y)
-    for feature in ("latent_mean", "ae"):
-        sims = [dig(r, ("latents", feature)) for r in records]
-        if any(s is None for s in sims):
+    for feature, path in SIMILARITY_FEATURES:
+        sims = [dig(r, path) for r in records]
+        if any(s is None or "S_curve" not in s for s in sims):
             continue
         rate = sims[0]["rate"]
         d, s = mean_curve([x["D_curve"] for x in sims]), mean_curve([x["S_curve"] for x in sims])
@@ -104,8 +109,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
+def _fmt(value: float | str | None) -> str:
+    """A mean, "—" where no video has the value, or NOT_RUN."""
+    return "—" if value is None else value if isinstance(value, str) else f"{value:.4g}"
 
 
 def drift_table(rows: list[tuple[RunInfo, dict]]) -> tuple[str, str]:
@@ -117,7 +123,9 @@ def drift_table(rows: list[tuple[RunInfo, dict]]) -> tuple[str, str]:
     writer.writerow(["length", "backbone", "method", *names])
     for run, means in rows:
         md.append(f"| {run.length} | {run.backbone} | {run.method} | " + " | ".join(_fmt(means[c]) for c in names) + " |")
-        writer.writerow([run.length, run.backbone, run.method, *("" if means[c] is None else repr(means[c]) for c in names)])
+        writer.writerow([run.length, run.backbone, run.method,
+                         *("" if means[c] is None else means[c] if isinstance(means[c], str) else repr(means[c])
+                           for c in names)])
     return "\n".join(md) + "\n", out.getvalue()
 
 
@@ -125,7 +133,7 @@ def write_report(cfg: EvaluateConfig, runs: list[RunInfo], scoring: dict) -> Pat
     out = Path(cfg.output_folder)
     runs = sorted(runs, key=lambda r: row_order(r.seconds, r.backbone, r.method))
     records = load_records(cfg, runs)
-    table_rows, drift_rows, reasons, plot_runs, retrieval_md = [], [], set(), {}, []
+    table_rows, drift_rows, reasons, dino_reasons, plot_runs, retrieval_md = [], [], set(), set(), {}, []
     for run in runs:
         recs = records[run.run_id]
         values, reason, _ = vbench_values(recs)
@@ -133,6 +141,10 @@ def write_report(cfg: EvaluateConfig, runs: list[RunInfo], scoring: dict) -> Pat
             reasons.add(reason)
         table_rows.append(TableRow(run.length, run.seconds, run.backbone, run.method, values))
         means = {column: mean_of(recs, path) for column, path in DRIFT_COLUMNS}
+        dino = recs[0]["dino"]  # every record of a report has the same DINO settings
+        if dino["status"] != "scored":
+            dino_reasons.add(dino["reason"])
+            means.update({column: NOT_RUN for column in DINO_COLUMNS})
         drift_rows.append((run, means))
         plot_runs.setdefault(run.backbone, []).append((f"{run.method}, {run.length}", run_curves(recs)))
         diag = retrieval_diagnostics(run)
@@ -163,13 +175,13 @@ def write_report(cfg: EvaluateConfig, runs: list[RunInfo], scoring: dict) -> Pat
         label = " (RANDOM-WEIGHT output)" if any(r.label for r in runs if r.backbone == backbone) else ""
         plot_drift(f"{backbone}: drift over time, mean over each run's videos{label}", lines, png, cfg.plot_dpi)
         plot_md.append(f"- {backbone}: [plots/{png.name}](plots/{png.name})")
-    text = report_markdown(runs, rows, reasons, drift_md, plot_md, retrieval_md, scoring)
+    text = report_markdown(runs, rows, reasons, dino_reasons, drift_md, plot_md, retrieval_md, scoring)
     path = out / "report.md"
     atomic_write_text(text, path)
     return path
 
 
-def report_markdown(runs, rows, reasons, drift_md, plot_md, retrieval_md, scoring) -> str:
+def report_markdown(runs, rows, reasons, dino_reasons, drift_md, plot_md, retrieval_md, scoring) -> str:
     labels = sorted({r.label for r in runs if r.label})
     parts = ["# Evaluation report", ""]
     parts += [f"**{label}**" for label in labels] + ([""] if labels else [])
@@ -177,21 +189,25 @@ def report_markdown(runs, rows, reasons, drift_md, plot_md, retrieval_md, scorin
                                    for r in runs), "", "## Table 2 (VBench-Long × 100)", "", markdown(rows)]
     if reasons:
         parts += ["VBench-Long columns: " + NOT_RUN_NOTE, ""] + [f"```\n{reason}\n```" for reason in sorted(reasons)] + [""]
-    parts += ["## Drift (weight-free; means over videos)", "", drift_md,
-              "S(Δ): mean cosine similarity of features Δ apart; D(end): cosine of the last to the first latent "
-              "frame; ΔE / ΔY / sharpness ratio: mean over the last second against the first second; VDE: Video "
+    parts += ["## Drift (weight-free except DINO; means over videos)", "", drift_md]
+    if dino_reasons:
+        parts += ["DINO columns: " + NOT_RUN_NOTE, ""] + [f"```\n{reason}\n```" for reason in sorted(dino_reasons)] + [""]
+    parts += ["S(Δ): mean cosine similarity of features Δ apart; D(end): cosine of the last to the first feature "
+              "(latent frame, or DINO ViT-B/16 CLS feature of a frame from the VBench environment); ΔE / ΔY / sharpness ratio: mean over the last second against the first second; VDE: Video "
               "Drift Error over 10 chunks (lower = less drift); first-vs-last: |first 5 s − last 5 s|.", "",
               "## Drift plots", ""] + plot_md + [""]
     parts += ["## Retrieval diagnostics", ""] + (retrieval_md or ["No run has retrieval logs."]) + [""]
     settings = scoring["settings"]
     parts += ["## Provenance", "", f"- project commit: {scoring['project_commit']}",
-              f"- VBench-Long: {vbench_provenance(settings['vbench'])}",
+              f"- VBench-Long: {provenance(settings['vbench'])}",
               f"- retrieval AE for the embedding curves: {json.dumps(settings['ae'])}",
+              f"- DINO curves: {provenance(settings['dino'])}",
               f"- drift settings: {json.dumps(settings['drift'])}", ""]
     return "\n".join(parts)
 
 
-def vbench_provenance(vbench: dict) -> str:
-    if vbench["status"] != "scored":
+def provenance(status: dict) -> str:
+    """The settings of VBench-Long or of the DINO curves (their reason for not running is given above)."""
+    if status["status"] != "scored":
         return "not run (reason above)"
-    return json.dumps(vbench)
+    return json.dumps(status)

@@ -25,3 +25,9 @@ def test_the_yaml_holds_the_dataclass_defaults():
 def test_impossible_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_evaluate_config(YAML, ["run_folders=[a]", override])
+
+
+@pytest.mark.parametrize("mode", ["auto", "skip", "required"])
+def test_every_vbench_mode_is_accepted_as_a_command_line_override(mode):
+    # YAML 1.1 reads `off` / `no` as booleans: a mode spelt that way could never be given as an override
+    assert load_evaluate_config(YAML, ["run_folders=[a]", f"vbench.mode={mode}"]).vbench.mode == mode
