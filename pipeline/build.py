@@ -105,6 +105,8 @@ def require_assets(cfg: GenerationConfig) -> None:
         lines = [f"  {what}: '{path}'" for path, what, _ in missing]
         downloads = sorted({download for _, _, download in missing if download is not None})
         hint = ("\nDownload them with:\n" + "\n".join(f"    {d}" for d in downloads)) if downloads else ""
+        if any(download is None for _, _, download in missing):
+            hint += "\nYour own files: data_path is a text file with one prompt per line."
         raise MissingAssetError("missing files:\n" + "\n".join(lines) + hint)
 
 

@@ -144,10 +144,11 @@ def test_bad_override_on_the_command_line_exits_2_with_the_key(capsys, tmp_path)
     assert not (tmp_path / "c").exists()
 
 
-def test_missing_prompt_file_names_path_and_download(capsys, tmp_path):
+def test_missing_own_prompt_file_names_path_without_a_release_download(capsys, tmp_path):
     code = generate(tmp_path / "c", "prompts=null", f"data_path={tmp_path / 'vidprom.txt'}")
     err = capsys.readouterr().err
-    assert code == 2 and "vidprom.txt" in err and "python -m utils.download" in err
+    assert code == 2 and "vidprom.txt" in err and "one prompt per line" in err
+    assert "utils.download" not in err  # the user's own file: no released-asset download
 
 
 # ---------------------------------------------------------------- prompt sample and positions
