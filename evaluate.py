@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", default="configs/evaluate.yaml", help="YAML config (default: configs/evaluate.yaml)")
     parser.add_argument("args", nargs="*", metavar="RUN_FOLDER | key=value",
                         help="inference output folders, then config overrides (dotted keys)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="only load and validate the config (evaluate.sh runs this before torchrun)")
     return parser.parse_args(argv)
 
 
@@ -71,7 +73,8 @@ def run(cfg: EvaluateConfig, info: DistInfo) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     return run_loaded(args.config, overrides_of(args.args), load_evaluate_config, run,
-                      user_errors=(RunFolderError, VBenchUnavailable, VBenchRunError, MissingScoresError))
+                      user_errors=(RunFolderError, VBenchUnavailable, VBenchRunError, MissingScoresError),
+                      check_only=args.check_config)
 
 
 if __name__ == "__main__":

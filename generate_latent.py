@@ -15,24 +15,32 @@ import time
 
 import torch
 
-from corpus.config import GenerateLatentConfig, config_hash, hashed_settings, load_generate_latent_config
+from corpus.config import GenerateLatentConfig, hashed_settings, load_generate_latent_config
+from utils.settings import config_hash
 from corpus.folder import claim_corpus_folder, repair_index
 from corpus.generation import CorpusRun, run_latent_jobs
 from corpus.jobs import latent_jobs
 from corpus.summary import corpus_summary, summary_lines, write_corpus_summary
-from pipeline.build import build_components, prepare_run
+from pipeline.build import RunSetup, build_components, prepare_run
 from pipeline.generation_config import read_prompts
 from utils.distributed import (UNEVEN_WORK_TIMEOUT, DistInfo, barrier, finish_distributed, gather_to_main, init_distributed,
                                shard)
 from utils.dtypes import dtype_name
 from utils.entry import config_main
+from utils.locks import check_writable_folder, hold_folder
 from wan.geometry import LatentGeometry
 from wan.model_config import model_preset
 
 
 def run(cfg: GenerateLatentConfig, info: DistInfo) -> None:
-    start = time.perf_counter()
+    check_writable_folder(cfg.output_folder, "output_folder")
     setup = prepare_run(cfg, info)
+    with hold_folder(cfg.output_folder, "output_folder", enabled=info.is_main):
+        run_locked(cfg, info, setup)
+
+
+def run_locked(cfg: GenerateLatentConfig, info: DistInfo, setup: RunSetup) -> None:
+    start = time.perf_counter()
     device, run_dtype = setup.device, dtype_name(setup.dtype)
     prompts = read_prompts(cfg)
     settings = hashed_settings(cfg, prompts, device.type, run_dtype)
@@ -45,7 +53,8 @@ def run(cfg: GenerateLatentConfig, info: DistInfo) -> None:
 
     jobs = shard(latent_jobs(prompts, cfg.sample_ratio, cfg.seed), info.rank, info.world_size)
     frame_shape = list(LatentGeometry.of(model_preset(cfg.model_preset), cfg.latent_height, cfg.latent_width).frame_shape)
-    corpus = CorpusRun(cfg, chash, frame_shape, device, lambda: build_components(cfg, device, setup.dtype))
+    corpus = CorpusRun(cfg, chash, frame_shape, device, 
+                       lambda: build_components(cfg, device, setup.dtype, [job.prompt for job in jobs]))
     records = run_latent_jobs(corpus, jobs, info.rank, info.world_size)
     gathered = gather_to_main(records, info)
     if info.is_main:

@@ -4,6 +4,8 @@
     bash inference.sh demo latentmem [key=value ...]      # the same, launched through torchrun
 
 Overrides use the YAML's dotted key names, e.g. `num_output_frames=60 model_kwargs.memory_size=4`.
+Inline prompts are a list, so a comma separates prompts unless the prompt is quoted:
+    'prompts=["a fox, running in snow", "a paper boat"]'     (two prompts; unquoted, the first splits in two)
 Under torchrun the prompts are split across ranks; rank 0 writes `summary.json` at the end.
 """
 from __future__ import annotations
@@ -14,12 +16,13 @@ import torch
 
 from inference_job.config import InferenceConfig, load_inference_config
 from inference_job.summary import run_summary, write_run_summary
-from inference_job.video_job import VideoJob, run_jobs, video_jobs
-from pipeline.build import build_components, prepare_run
+from inference_job.video_job import VideoJob, run_jobs, run_settings, video_jobs
+from pipeline.build import RunSetup, build_components, prepare_run
 from pipeline.generation_config import read_prompts
 from utils.distributed import UNEVEN_WORK_TIMEOUT, DistInfo, finish_distributed, gather_to_main, init_distributed, shard
 from utils.dtypes import dtype_name
 from utils.entry import config_main
+from utils.locks import check_writable_folder, hold_folder
 
 
 def build_jobs(cfg: InferenceConfig, info: DistInfo) -> list[VideoJob]:
@@ -42,10 +45,19 @@ def report(summary: dict, path) -> None:
 
 
 def run(cfg: InferenceConfig, info: DistInfo) -> None:
+    # the folder is checked and locked before anything loads: a second run in it refuses instead of
+    # deleting the first run's in-flight files
+    check_writable_folder(cfg.output_folder, "output_folder")
     setup = prepare_run(cfg, info)
+    with hold_folder(cfg.output_folder, "output_folder", enabled=info.is_main):
+        run_locked(cfg, info, setup)
+
+
+def run_locked(cfg: InferenceConfig, info: DistInfo, setup: RunSetup) -> None:
     init_distributed(info, setup.device, timeout=UNEVEN_WORK_TIMEOUT)
     jobs = build_jobs(cfg, info)
-    records = run_jobs(jobs, cfg, lambda: build_components(cfg, setup.device, setup.dtype), progress=info.is_main)
+    settings = run_settings(cfg, setup.device.type, dtype_name(setup.dtype))
+    records = run_jobs(jobs, cfg, settings, lambda: build_components(cfg, setup.device, setup.dtype, [job.prompt for job in jobs]), progress=info.is_main)
     gathered = gather_to_main(records, info)
     if info.is_main:
         all_records = [record for rank_records in gathered for record in rank_records]

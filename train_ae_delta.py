@@ -20,13 +20,19 @@ from accelerate import PartialState
 from ae.data import LatentDataError
 from ae.train import AETrainConfig, train_autoencoder
 from utils.assets import MissingAssetError
+from utils.checkpoint_io import CorruptCheckpointError
+from utils.latent_corpus import CorpusError
 from utils.config import ConfigError, load_config
+from utils.distributed import dist_info_from_env
+from utils.locks import FolderInUseError, hold_folder
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config, e.g. ae/configs/ae_delta.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.add_argument("--check-config", action="store_true",
+                        help="only load and validate the config (train_ae_delta.sh runs this before torchrun)")
     return parser.parse_args(argv)
 
 
@@ -35,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(AETrainConfig, args.config, args.overrides)
-        result = train_autoencoder(cfg)
-    except (ConfigError, LatentDataError, MissingAssetError) as err:
+        if args.check_config:
+            return 0
+        # two trainings in one output_dir would overwrite each other's checkpoints
+        with hold_folder(cfg.output_dir, "output_dir", enabled=dist_info_from_env().is_main):
+            result = train_autoencoder(cfg)
+    except (ConfigError, LatentDataError, MissingAssetError, FolderInUseError, CorruptCheckpointError, CorpusError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     state = PartialState()

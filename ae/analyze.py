@@ -37,10 +37,12 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from ae.collapse import embedding_stats
-from ae.model import RetrievalAutoencoder, load_retrieval_autoencoder
+from ae.model import AECheckpointError, RetrievalAutoencoder, load_retrieval_autoencoder
 from pipeline.retrieval import select_top_k
 from pipeline.rollout_config import RolloutConfig
 from utils.atomic import atomic_path
+from utils.assets import MissingAssetError, require_user_path
+from utils.checkpoint_io import CorruptCheckpointError, load_checkpoint
 
 SCENES_FILE = "scenes.json"
 NEAR_OFFSETS = 3  # frame pairs 1..3 apart count as near the diagonal
@@ -233,7 +235,8 @@ def read_toy_videos(toy_dir: Path, names: list[str] | None = None) -> list[ToyVi
 
 def load_latent_video(path: str | os.PathLike) -> torch.Tensor:
     """A latent video file as in the released toy data: a tensor [T, C, H, W]."""
-    latents = torch.load(path, map_location="cpu", weights_only=True)
+    latents = load_checkpoint(require_user_path(path, "latent video (--video)", "pass a .pt file holding [T, C, H, W]"),
+                              "latent video (--video)", "pass a .pt file holding [T, C, H, W]")
     if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
         found = list(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
         raise ValueError(f"{path}: expected a latent video tensor [T, C, H, W], found {found}")
@@ -294,6 +297,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if min(args.top_k, args.batch_size) < 1 or args.recent_exclude < 0:
+        raise SystemExit(f"error: --top-k and --batch-size must be >= 1 and --recent-exclude >= 0, got {args.top_k}, "
+                         f"{args.batch_size}, {args.recent_exclude}")
+    try:
+        return analyze(args)
+    except (MissingAssetError, CorruptCheckpointError, AECheckpointError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def analyze(args: argparse.Namespace) -> dict:
     model = load_retrieval_autoencoder(args.ckpt, device=args.device, dtype=DTYPES[args.dtype]).eval()
     v = embed_video(model, load_latent_video(args.video), args.batch_size, progress=True)
     plot_similarity({f"{Path(args.video).name}: AE embedding similarity": cosine_similarity_matrix(v)}, args.out)

@@ -21,11 +21,12 @@ import torch
 from torch.utils.data import Dataset
 
 from utils import latent_corpus
-from utils.assets import require_path
+from utils.assets import require_user_path
 
 logger = logging.getLogger(__name__)
 
-DATA_DOWNLOAD = "python -m utils.download toy_data\n(or make toy data: python toydatasets/make_toy_latents.py --help)"
+DATA_HINT = ("set data_dir to a folder of latent videos (*.pt) or a latent corpus (generate_latent.py), or get toy "
+             "data: python -m utils.download toy_data (or python toydatasets/make_toy_latents.py --help)")
 _LOAD_ERRORS = (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError)
 
 
@@ -81,7 +82,7 @@ def _candidate_files(data_dir: Path) -> list[Path]:
 
 def discover_videos(data_dir: str | os.PathLike, frame_shape: tuple[int, int, int], min_frames: int) -> list[VideoRecord]:
     """Usable videos of `data_dir` (name order): frames of `frame_shape` [C, H, W] and at least `min_frames` of them."""
-    data_dir = require_path(data_dir, "latent training data", DATA_DOWNLOAD)
+    data_dir = require_user_path(data_dir, "latent training data (data_dir)", DATA_HINT)
     videos = []
     for path in _candidate_files(data_dir):
         name = path.relative_to(data_dir).as_posix()
@@ -151,8 +152,9 @@ class LatentChunkDataset(Dataset):
         return len(self._plan)
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        """[seq_len, C, H, W] in the stored dtype: the trainer upcasts on its device, so bf16 crosses the bus."""
         vid, start = self._plan[i]
-        return self.videos[vid].read(start, start + self.seq_len).float()
+        return self.videos[vid].read(start, start + self.seq_len)
 
 
 def build_chunk_datasets(

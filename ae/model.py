@@ -15,6 +15,7 @@ from torch import nn
 
 from utils.assets import RAG_DOWNLOAD, require_path
 from utils.config import ConfigError
+from utils.checkpoint_io import load_checkpoint
 
 GROUPNORM_EPS = 1e-5
 
@@ -207,7 +208,7 @@ def load_retrieval_autoencoder(
     strict: any missing, unexpected or mis-shaped key raises, naming them all.
     """
     path = require_path(path, "retrieval autoencoder checkpoint", RAG_DOWNLOAD)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path, "retrieval autoencoder checkpoint", f"train it again or download it:\n    {RAG_DOWNLOAD}")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise AECheckpointError(f"{path}: expected a dict with 'model' (state dict) and 'config' (AE config), found {found}")

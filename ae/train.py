@@ -39,6 +39,7 @@ from ae.model import AEConfig, RetrievalAutoencoder, reference_init_
 from utils.atomic import atomic_torch_save
 from utils.config import ConfigError, config_to_dict
 from utils.seeding import seed_everything
+from utils.checkpoint_io import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class TrainResult:
 
 def chunk_forward(model, x: torch.Tensor, loss: LossConfig, autocast: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """x: [B, S, C, H, W] chunks -> (every loss term per chunk, each [B]; embeddings z: [B, S, D])."""
+    x = x.float()  # chunks arrive in the stored dtype (e.g. bf16) and are upcast here, on the device
     b, s = x.shape[:2]
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
         x_rec, z = model(x.flatten(0, 1))
@@ -181,7 +183,8 @@ def _checkpoint(cfg: AETrainConfig, model, optimizer, epoch: int, split: dict, h
 
 def _resume(path: Path, cfg: AETrainConfig, split: dict, model, optimizer) -> dict:
     """Load `path` into model and optimizer (strict) and return the checkpoint."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path, "AE training checkpoint", "start over with resume=false, or copy a good "
+                           "epoch_XXXX.pt of this output_dir to last.pt")
     trained = AEConfig.from_training_config(ckpt["config"])
     changed = {
         f.name: (getattr(trained, f.name), getattr(cfg, f.name))
@@ -205,7 +208,7 @@ def _resume(path: Path, cfg: AETrainConfig, split: dict, model, optimizer) -> di
     return ckpt
 
 
-def _build_loaders(cfg: AETrainConfig, num_processes: int):
+def _build_loaders(cfg: AETrainConfig, num_processes: int, pin_memory: bool):
     if cfg.batch_size % num_processes:
         raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the number of processes {num_processes}")
     frame_shape = (cfg.in_channels, cfg.spatial_h, cfg.spatial_w)
@@ -216,8 +219,10 @@ def _build_loaders(cfg: AETrainConfig, num_processes: int):
             f"{cfg.chunks_per_video}), fewer than batch_size {cfg.batch_size}; raise chunks_per_video or lower batch_size"
         )
     # the dataset itself shuffles (seeded per epoch); drop_last keeps every step a full global batch
-    train = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=False, drop_last=True, num_workers=cfg.num_workers)
-    val = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    # pinned batches let accelerate's non_blocking copies overlap the transfer with the previous step (CUDA)
+    train = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=False, drop_last=True, num_workers=cfg.num_workers,
+                       pin_memory=pin_memory)
+    val = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, pin_memory=pin_memory)
     split = {"train": [v.name for v in train_ds.videos], "val": [v.name for v in val_ds.videos]}
     return train, val, split
 
@@ -263,11 +268,11 @@ def build_model(cfg: AETrainConfig) -> RetrievalAutoencoder:
 def train_autoencoder(cfg: AETrainConfig) -> TrainResult:
     """Train (or resume) the retrieval AE as configured; returns the final model and the loss history."""
     # cpu=True is what lets accelerate join a torchrun launch on CPU (gloo) instead of running alone
-    accelerator = Accelerator(cpu=cfg.use_cpu(), dataloader_config=DataLoaderConfiguration(split_batches=True))
+    accelerator = Accelerator(cpu=cfg.use_cpu(), dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=True))
     main = accelerator.is_main_process
     autocast = cfg.use_amp and accelerator.device.type == "cuda"
     out = Path(cfg.output_dir)
-    train_loader, val_loader, split = _build_loaders(cfg, accelerator.num_processes)
+    train_loader, val_loader, split = _build_loaders(cfg, accelerator.num_processes, accelerator.device.type == "cuda")
 
     model = build_model(cfg).to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -58,8 +58,3 @@ def hashed_settings(cfg: GenerateLatentConfig, prompts: list[str], device_type: 
     settings["device_type"] = device_type
     settings["dtype"] = dtype
     return settings
-
-
-def config_hash(settings: dict) -> str:
-    """16 hex digits identifying `settings` (stored with every corpus video)."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

@@ -13,26 +13,10 @@ from pathlib import Path
 
 from utils import latent_corpus
 from utils.atomic import atomic_write_text
-from utils.config import ConfigError
+from utils.settings import settings_mismatch
 
 SETTINGS_FILE = "generation.json"
 logger = logging.getLogger(__name__)
-
-
-def _flatten(settings: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def settings_diff(old: dict, new: dict) -> list[str]:
-    """`key: old -> new` for every (dotted) key whose value differs."""
-    a, b = _flatten(old), _flatten(new)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 
 def claim_corpus_folder(folder: str | Path, settings: dict, config_hash: str, skip_existing: bool, is_main: bool) -> None:
@@ -44,11 +28,8 @@ def claim_corpus_folder(folder: str | Path, settings: dict, config_hash: str, sk
     if skip_existing and path.exists():
         old = json.loads(path.read_text())
         if old["config_hash"] != config_hash:
-            diff = "\n  ".join(settings_diff(old["settings"], settings))
-            raise ConfigError(
-                f"output_folder '{folder}' holds a corpus generated with other settings (config hash "
-                f"{old['config_hash']}, this run {config_hash}):\n  {diff}\nUse another output_folder, or "
-                "skip_existing=false to regenerate every video of this folder with the new settings")
+            raise settings_mismatch(folder, "a corpus", old["settings"], settings,
+                                    "skip_existing=false to regenerate every video of this folder with the new settings")
         return
     if is_main:
         atomic_write_text(json.dumps({"config_hash": config_hash, "settings": settings}, indent=1) + "\n", path)

@@ -1,7 +1,9 @@
 """One video per (prompt, sample): output files, resume check, generation and writing.
 
 Its record JSON is written last: a video counts as finished only when every one of its files
-exists.
+exists. The record holds the settings that determine the video (prompt, seeds, frames, method and
+context settings, weights files, resolved device type and dtype); skip_existing keeps a finished
+video only when they equal this run's, and otherwise refuses naming the keys that differ.
 """
 from __future__ import annotations
 
@@ -14,11 +16,17 @@ from tqdm.auto import tqdm
 
 from inference_job.config import InferenceConfig
 from inference_job.context_plot import plot_context
-from pipeline.build import InferenceComponents
 from pipeline.rollout import RolloutResult
 from pipeline.sample import sample_seed, sample_video
+from pipeline.build import InferenceComponents, weight_fingerprints
 from utils.atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries
+from utils.config import config_to_dict
+from utils.settings import config_hash, settings_mismatch
 from utils.video_io import write_video
+
+# Keys that do not change any video's content (prompts count by content, per video; device and dtype
+# count as resolved): a resumed run may change them.
+RUN_ONLY_KEYS = ("output_folder", "skip_existing", "num_samples", "save_latents", "data_path", "prompts", "device", "dtype")
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,19 @@ class VideoFiles:
         return all(path.exists() for path in self.all())
 
 
+def run_settings(cfg: InferenceConfig, device_type: str, dtype: str) -> dict:
+    """The settings shared by every video of the run: the config without RUN_ONLY_KEYS, the weights files'
+    fingerprints, the resolved device type and compute dtype."""
+    settings = {k: v for k, v in config_to_dict(cfg).items() if k not in RUN_ONLY_KEYS}
+    settings.update(weights=weight_fingerprints(cfg), device_type=device_type, dtype=dtype)
+    return json.loads(json.dumps(settings))  # as a record reads it back (lists, not tuples)
+
+
+def video_settings(run: dict, job: VideoJob) -> dict:
+    """Everything that determines `job`'s files."""
+    return {**run, "prompt": job.prompt, "video_seed": job.seed}
+
+
 def video_files(cfg: InferenceConfig, job: VideoJob) -> VideoFiles:
     return VideoFiles(Path(cfg.output_folder), job.stem, cfg.save_latents)
 
@@ -93,7 +114,7 @@ def write_context(job: VideoJob, files: VideoFiles, cfg: InferenceConfig, result
     plot_context(result.context_log, cfg.num_output_frames, files.context_plot, title)
 
 
-def run_job(job: VideoJob, cfg: InferenceConfig, parts: InferenceComponents, progress: bool) -> dict:
+def run_job(job: VideoJob, cfg: InferenceConfig, settings: dict, parts: InferenceComponents, progress: bool) -> dict:
     """Generate and write one video's files; returns its record (also written as `<stem>.json`)."""
     files = video_files(cfg, job)
     for path in files.all():  # leftovers of a killed earlier attempt at this video
@@ -119,24 +140,44 @@ def run_job(job: VideoJob, cfg: InferenceConfig, parts: InferenceComponents, pro
         "generated_frames_per_second": frames / (rollout_seconds + decode_seconds),
         "retrieval_blocks": sum(entry.get("retrieval") is not None for entry in result.context_log),
         "files": [path.name for path in files.all()],
+        "settings_hash": config_hash(settings), "settings": settings,
     }
     atomic_write_text(json.dumps(record, indent=1), files.record)
     return record
 
 
-def run_jobs(jobs: list[VideoJob], cfg: InferenceConfig, parts_factory, progress: bool) -> list[dict]:
-    """Run `jobs` in order; with skip_existing, finished videos are read back instead of regenerated.
+def reusable_records(jobs: list[VideoJob], cfg: InferenceConfig, run: dict) -> dict[str, dict]:
+    """stem -> record of each finished video that skip_existing keeps; every job is checked before any
+    generation, and a finished video made with other settings stops the run naming the keys that differ."""
+    if not cfg.skip_existing:
+        return {}
+    kept = {}
+    for job in jobs:
+        files = video_files(cfg, job)
+        if not files.complete():
+            continue
+        record, wanted = json.loads(files.record.read_text()), video_settings(run, job)
+        if record.get("settings") != wanted:
+            raise settings_mismatch(cfg.output_folder, f"video {job.stem}", record.get("settings", {}), wanted,
+                                    "skip_existing=false to regenerate its videos with the new settings")
+        kept[job.stem] = record
+    return kept
+
+
+def run_jobs(jobs: list[VideoJob], cfg: InferenceConfig, run: dict, parts_factory, progress: bool) -> list[dict]:
+    """Run `jobs` in order; with skip_existing, finished videos of the same settings (`run_settings`) are read
+    back instead of regenerated.
 
     `parts_factory()` builds the components on first need, so a fully finished run loads nothing.
     Each returned record has `status` 'generated' or 'skipped'.
     """
+    kept = reusable_records(jobs, cfg, run)
     parts, records = None, []
     for job in tqdm(jobs, desc="videos", disable=not progress):
-        files = video_files(cfg, job)
-        if cfg.skip_existing and files.complete():
-            records.append({**json.loads(files.record.read_text()), "status": "skipped"})
+        if job.stem in kept:
+            records.append({**kept[job.stem], "status": "skipped"})
             continue
         if parts is None:
             parts = parts_factory()
-        records.append({**run_job(job, cfg, parts, progress), "status": "generated"})
+        records.append({**run_job(job, cfg, video_settings(run, job), parts, progress), "status": "generated"})
     return records

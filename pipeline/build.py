@@ -11,6 +11,7 @@ to another method (e.g. a missing retrieval encoder never turns `ae` into `avg_p
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,10 +30,12 @@ from pipeline.generation_config import AdapterConfig, GenerationConfig
 from pipeline.prompt_schedule import PromptSchedule, parse_infrope_prompt
 from pipeline.retrieval import RandomRetrieval, Retrieval, TopKRetrieval
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
-from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError
+from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError, released_download
+from pipeline.memory_plan import plan_run
 from utils.distributed import DistInfo, rank_device
 from utils.dtypes import compute_dtype
 from utils.seeding import DEMO_SEED, seed_everything, seeded
+from utils.settings import file_fingerprint
 from wan.checkpoint import load_backbone_checkpoint
 from wan.lora import apply_lora
 from wan.model import CausalWanModel
@@ -40,7 +43,7 @@ from wan.model_config import WanModelConfig, model_preset
 from wan.text_encoder_config import default_tokenizer_dir
 
 if TYPE_CHECKING:  # transformers and diffusers load in the builders, so --help and config errors stay fast
-    from wan.text_encoder import WanTextEncoder
+    from wan.text_encoder import EncodedPrompts, WanTextEncoder
     from wan.vae import WanVAE
 
 # The demo retrieval encoder: the fixtures' tiny AE layout (two stages fit an 8 x 8 latent frame).
@@ -55,7 +58,7 @@ class ComponentMismatchError(ValueError):
 @dataclass
 class InferenceComponents:
     generator: CausalWanModel
-    text_encoder: WanTextEncoder
+    prompts: EncodedPrompts  # the run's prompts, encoded before the generator was loaded
     vae: WanVAE
     method: ContextMethod
 
@@ -82,14 +85,14 @@ def random_weight_label(random_components: list[str]) -> str | None:
             "pipeline and its output files, not the quality of any backbone or of retrieval.")
 
 
-def required_assets(cfg: GenerationConfig) -> list[tuple[str, str, str]]:
-    """(path, what, download command) of every file the config reads."""
+def required_assets(cfg: GenerationConfig) -> list[tuple[str, str, str | None]]:
+    """(path, what, download command or None for the user's own files) of every file the config reads."""
     mk, te = cfg.model_kwargs, cfg.text_encoder
     assets = [
         (cfg.generator_ckpt, "backbone checkpoint (generator_ckpt)", RAG_DOWNLOAD),
         (cfg.lora_ckpt, "LoRA checkpoint (lora_ckpt)", RAG_DOWNLOAD),
         (mk.ae_ckpt if cfg.uses_encoder else None, "retrieval encoder (model_kwargs.ae_ckpt)", RAG_DOWNLOAD),
-        (cfg.data_path, "prompt file (data_path)", RAG_DOWNLOAD),
+        (cfg.data_path, "prompt file (data_path)", released_download(cfg.data_path) if cfg.data_path else None),
         (te.weights, "text encoder weights (text_encoder.weights)", WAN_DOWNLOAD),
         (te.tokenizer if te.tokenizer is not None or te.weights is None else str(default_tokenizer_dir(te.weights)),
          "tokenizer folder (text_encoder.tokenizer)", WAN_DOWNLOAD),
@@ -98,14 +101,25 @@ def required_assets(cfg: GenerationConfig) -> list[tuple[str, str, str]]:
     return [(path, what, download) for path, what, download in assets if path is not None]
 
 
+def weight_fingerprints(cfg: GenerationConfig) -> dict[str, dict | None]:
+    """Path, size and mtime of every weights file the config loads (None: random demo weights), by config key."""
+    mk = cfg.model_kwargs
+    weights = {"generator_ckpt": cfg.generator_ckpt, "lora_ckpt": cfg.lora_ckpt,
+               "model_kwargs.ae_ckpt": mk.ae_ckpt if cfg.uses_encoder else None,
+               "text_encoder.weights": cfg.text_encoder.weights, "vae.checkpoint": cfg.vae.checkpoint}
+    return {key: file_fingerprint(path) for key, path in weights.items()}
+
+
 def require_assets(cfg: GenerationConfig) -> None:
     """Fail before loading anything if a file is missing, listing every missing file and its download."""
     missing = [(path, what, download) for path, what, download in required_assets(cfg) if not Path(path).exists()]
     if missing:
         lines = [f"  {what}: '{path}'" for path, what, _ in missing]
-        downloads = sorted({download for _, _, download in missing})
-        raise MissingAssetError("missing files:\n" + "\n".join(lines) + "\nDownload them with:\n"
-                                + "\n".join(f"    {d}" for d in downloads))
+        downloads = sorted({download for _, _, download in missing if download is not None})
+        hint = ("\nDownload them with:\n" + "\n".join(f"    {d}" for d in downloads)) if downloads else ""
+        if any(download is None for _, _, download in missing):
+            hint += "\nYour own files: data_path is a text file with one prompt per line."
+        raise MissingAssetError("missing files:\n" + "\n".join(lines) + hint)
 
 
 def load_generator(mcfg: WanModelConfig, ckpt: str | Path | None, device: torch.device, dtype: torch.dtype,
@@ -139,6 +153,19 @@ def build_text_encoder(cfg: GenerationConfig, mcfg: WanModelConfig, device: torc
     return WanTextEncoder.from_preset(te.preset, te.weights, te.tokenizer, device, dtype, mcfg.text_len)
 
 
+def encode_prompts(cfg: GenerationConfig, mcfg: WanModelConfig, prompts: list[str], device: torch.device,
+                   dtype: torch.dtype) -> EncodedPrompts:
+    """Encode `prompts`, then release the text encoder and its memory (11.4 GB for UMT5-XXL in bf16)
+    before anything else is loaded: the encoder never shares the device with the rollout."""
+    encoder = build_text_encoder(cfg, mcfg, device, dtype)
+    encoded = encoder.encode_all(prompts)
+    del encoder
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return encoded
+
+
 def build_vae(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> WanVAE:
     from wan.vae import WanVAE
 
@@ -146,15 +173,16 @@ def build_vae(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -
 
 
 def load_autoencoder(path: str | Path | None, frame: tuple[int, int, int], device: torch.device) -> RetrievalAutoencoder:
-    """The retrieval AE for latent frames `frame` (C, H, W) in float32 (descriptors only rank bank entries;
-    fp32 keeps near-ties stable); without a path, the random tiny demo encoder."""
+    """The retrieval AE's encoder half for latent frames `frame` (C, H, W) in float32 (descriptors only rank bank
+    entries; fp32 keeps near-ties stable); without a path, the random tiny demo encoder. `decode` is unavailable."""
     if path is None:
         ae_cfg = AEConfig(in_channels=frame[0], spatial_h=frame[1], spatial_w=frame[2],
                           latent_dim=DEMO_AE_LATENT_DIM, hidden_dims=DEMO_AE_HIDDEN_DIMS)
         with seeded(DEMO_SEED):
             ae = RetrievalAutoencoder(ae_cfg)
     else:
-        ae = load_retrieval_autoencoder(path, device, torch.float32)
+        ae = load_retrieval_autoencoder(path, "cpu", torch.float32)
+    ae.decoder = None  # retrieval only encodes: the decoder (27 M parameters at full size) never reaches the device
     ae_frame = (ae.cfg.in_channels, ae.cfg.spatial_h, ae.cfg.spatial_w)
     if ae_frame != tuple(frame):
         raise ComponentMismatchError(
@@ -218,26 +246,32 @@ class RunSetup:
 
 
 def prepare_run(cfg: GenerationConfig, info: DistInfo) -> RunSetup:
-    """This rank's device and dtype; the random-weight banner (main rank); every file checked; seeds set.
+    """This rank's device and dtype; the random-weight banner and the memory plan (main rank); every file
+    checked and the plan checked against free memory; seeds set.
 
-    Nothing is loaded yet, so a missing file fails in seconds."""
+    Nothing is loaded yet, so a missing file or a run that cannot fit fails in seconds."""
     device = rank_device(cfg.device, info)
     random_components = random_weight_components(cfg)
     if info.is_main and random_components:
         print(random_weight_label(random_components), flush=True)
     require_assets(cfg)
+    dtype = compute_dtype(cfg.dtype, device)
+    plan_run(cfg, device, dtype, show=info.is_main)
     seed_everything(cfg.seed)
-    return RunSetup(device, compute_dtype(cfg.dtype, device), random_components)
+    return RunSetup(device, dtype, random_components)
 
 
-def build_components(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> InferenceComponents:
-    """Everything a run needs (files were checked by prepare_run). The context method is built first: its
-    retrieval encoder is small and fails fast on a bad ae_ckpt."""
+def build_components(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype, prompts: list[str]) -> InferenceComponents:
+    """Everything a run on `prompts` needs (files were checked by prepare_run). The context method is built
+    first: its retrieval encoder is small and fails fast on a bad ae_ckpt. Every prompt segment is encoded and
+    the text encoder released before the generator loads (pipeline/memory_plan.py counts them as separate phases)."""
     mcfg = model_preset(cfg.model_preset)
     method = build_method(cfg, mcfg, device)
+    segments = sorted({text for line in prompts for text in method.parse_prompt(line).prompts})
+    encoded = encode_prompts(cfg, mcfg, segments, device, dtype)
     return InferenceComponents(
         generator=build_generator(cfg, mcfg, device, dtype),
-        text_encoder=build_text_encoder(cfg, mcfg, device, dtype),
+        prompts=encoded,
         vae=build_vae(cfg, device, dtype),
         method=method,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.rollout_config import RolloutConfig
-from utils.assets import RAG_DOWNLOAD, require_path
+from utils.assets import require_user_path
 from utils.config import ConfigError
 from utils.dtypes import DTYPES
 from utils.seeding import DEMO_PRESET, may_use_random_weights
@@ -127,8 +127,16 @@ def read_prompts(cfg: GenerationConfig) -> list[str]:
     """The run's prompts in order: the inline list, or the non-empty lines of `data_path`."""
     if cfg.prompts is not None:
         return list(cfg.prompts)
-    path = require_path(cfg.data_path, "prompt file (data_path)", RAG_DOWNLOAD)
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    path = require_user_path(cfg.data_path, "prompt file (data_path)", "set data_path to a text file with one prompt per line")
+    if not path.is_file():
+        raise ConfigError(f"data_path '{path}' is a folder; set it to a text file with one prompt per line")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise ConfigError(f"data_path '{path}' is not UTF-8 text (line {line}, byte {err.start}); save the prompt "
+                          "file as UTF-8") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ConfigError(f"data_path '{path}' holds no prompts")
     return prompts

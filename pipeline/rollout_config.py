@@ -122,6 +122,11 @@ class RolloutConfig:
     model_kwargs: ModelKwargs = field(default_factory=ModelKwargs)
 
     @property
+    def uses_bank(self) -> bool:
+        """Whether this run keeps a history bank (the memory plan counts it)."""
+        return self.method == "latentmem"
+
+    @property
     def uses_encoder(self) -> bool:
         """Whether this run needs the retrieval autoencoder."""
         return self.method == "latentmem" and self.model_kwargs.compression_method == "ae"

@@ -34,6 +34,6 @@ def sample_video(prompt: str, seed: int, cfg: GenerationConfig, parts: Inference
     result.latents: [1, F, C, H, W] on the compute device."""
     noise, gen = initial_noise(seed, cfg, parts.generator.cfg.in_dim)
     schedule = parts.method.parse_prompt(prompt)
-    prompt_embeds = [parts.text_encoder.encode([text]) for text in schedule.prompts]  # each [1, text_len, text_dim]
+    prompt_embeds = [parts.prompts.encode([text]) for text in schedule.prompts]  # each [1, text_len, text_dim]
     return generate(parts.generator, cfg, noise, prompt_embeds, gaussian_noise(gen), parts.method.policy, schedule,
                     seed=seed, progress=progress)

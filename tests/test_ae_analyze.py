@@ -211,3 +211,21 @@ def test_cli_without_toy_dir_reports_the_video_near_diagonal(tmp_path, capsys):
     u = torch.nn.functional.normalize(descriptors, dim=-1)
     pairs = torch.cat([(u[k:] * u[:-k]).sum(dim=1) for k in (1, 2, 3)])
     assert reported["near_diagonal"] == pytest.approx(pairs.mean().item(), abs=1e-5)
+
+
+def test_bad_arguments_give_one_line(tmp_path, capsys):
+    import pytest as _pytest
+
+    from ae import analyze
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00not a checkpoint" * 64)
+    cases = [
+        (["--ckpt", str(tmp_path / "nope.pt"), "--video", str(bad), "--out", str(tmp_path / "x.png")], "not found at"),
+        (["--ckpt", str(bad), "--video", str(bad), "--out", str(tmp_path / "x.png")], "file is corrupt or not a checkpoint"),
+        (["--ckpt", str(bad), "--video", str(bad), "--out", str(tmp_path / "x.png"), "--top-k", "0"], "--top-k"),
+    ]
+    for argv, expected in cases:  # before: tracebacks (MissingAssetError, UnpicklingError)
+        with _pytest.raises(SystemExit) as exit_:
+            analyze.main(argv)
+        assert str(exit_.value).startswith("error: ") and expected in str(exit_.value)

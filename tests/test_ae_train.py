@@ -14,9 +14,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ae.data import LatentChunkDataset
-from ae.model import load_retrieval_autoencoder
+from ae.model import RetrievalAutoencoder, load_retrieval_autoencoder
 from ae.train import LOSS_TERMS, AETrainConfig, plateaued, train_autoencoder
 from utils.config import ConfigError, load_config
+from utils.locks import hold_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "ae" / "configs"
@@ -285,6 +286,16 @@ def test_cli_reports_config_and_data_errors_by_name(toy_dir, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_cli_refuses_an_output_dir_in_use(toy_dir, tmp_path, capsys):
+    cli = script_module("train_ae_delta", ROOT / "train_ae_delta.py")
+    with hold_folder(tmp_path / "run", "output_dir"):
+        args = ["--config", str(CONFIGS / "toy_delta.yaml"), f"output_dir={tmp_path / 'run'}", f"data_dir={toy_dir}", *TINY]
+        assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"output_dir '{tmp_path / 'run'}' is in use by another run (pid {os.getpid()}" in err
+    assert not list((tmp_path / "run").glob("*.pt"))
+
+
 def test_corrupt_and_too_short_files_are_reported_by_name_and_skipped(toy_dir, tmp_path, caplog):
     data = tmp_path / "data"
     shutil.copytree(toy_dir, data)
@@ -397,3 +408,30 @@ def test_launcher_script_trains_the_toy_config_on_two_cpu_processes(toy_dir, tmp
     ckpt = load(out / "best.pt")
     assert ckpt["config"]["delta_weight"] == 0.0 and ckpt["config"]["smooth_weight"] == 0.0 and ckpt["config"]["epochs"] == 1
     assert ckpt["history"][0]["train"]["seqdelta"] == 0.0
+
+
+def test_loaders_pin_batches_for_a_gpu_and_chunks_are_upcast_on_the_device(toy_dir):
+    from ae.train import _build_loaders, chunk_loss_terms
+
+    cfg = load_config(AETrainConfig, CONFIGS / "toy_delta.yaml", [f"data_dir={toy_dir}", *TINY])
+    for pin in (True, False):
+        train, val, _ = _build_loaders(cfg, 1, pin_memory=pin)
+        assert train.pin_memory is pin and val.pin_memory is pin
+    model = RetrievalAutoencoder(cfg.model_config())
+    x = torch.randn(2, cfg.seq_len, 16, 8, 8)
+    from_bf16 = chunk_loss_terms(model, x.bfloat16(), cfg.loss_config(), autocast=False)
+    from_fp32 = chunk_loss_terms(model, x.bfloat16().float(), cfg.loss_config(), autocast=False)
+    assert from_bf16["total"].dtype == torch.float32
+    torch.testing.assert_close(from_bf16["total"], from_fp32["total"], rtol=0, atol=0)  # the same upcast, same code
+
+
+def test_corrupt_last_checkpoint_points_to_resume_false_or_an_epoch_file(toy_dir, tmp_path, capsys):
+    cli = script_module("train_ae_delta", ROOT / "train_ae_delta.py")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"\x13\x37" * 2048)  # a killed copy or a disk error
+    args = ["--config", str(CONFIGS / "toy_delta.yaml"), f"output_dir={out}", f"data_dir={toy_dir}", *TINY]
+    assert cli.main(args) == 2  # before: UnpicklingError advising weights_only=False
+    err = capsys.readouterr().err
+    assert f"AE training checkpoint '{out / 'last.pt'}': file is corrupt or not a checkpoint" in err
+    assert "resume=false" in err and "epoch_XXXX.pt" in err and "weights_only" not in err

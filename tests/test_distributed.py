@@ -136,3 +136,17 @@ def test_launcher_refuses_two_spellings_that_disagree(tmp_path, command):
     assert "NPROC=2 and NGPU=4 disagree" in result.stderr
     result = launch(tmp_path, command, {"GPU": "0", "GPUS": "1"})
     assert result.returncode == 2 and "GPU=0 and GPUS=1 disagree" in result.stderr
+
+
+def test_job_process_group_is_gloo_on_cuda_too(monkeypatch):
+    import torch.distributed as dist
+
+    from utils import distributed
+
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls.append((backend, kw)))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    distributed.init_distributed(distributed.DistInfo(rank=1, world_size=2, local_rank=1), torch.device("cuda", 1))
+    assert calls[0] == ("set_device", torch.device("cuda", 1))
+    assert calls[1][0] == "gloo" and calls[1][1]["rank"] == 1 and calls[1][1]["world_size"] == 2

@@ -17,7 +17,19 @@ def test_auto_is_the_default_and_bfloat16_on_cuda_float32_on_cpu():
     assert resolve_dtype("auto", torch.float16) is torch.float16
     assert resolve_dtype("bfloat16", torch.float16) is torch.bfloat16
     assert compute_dtype("auto", torch.device("cpu")) is torch.float32
-    assert compute_dtype("auto", torch.device("cuda")) is torch.bfloat16
+
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_is_bfloat16_only_on_a_gpu_with_native_bf16(native, monkeypatch, capsys):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: asked.append(including_emulation) or native)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    assert compute_dtype("auto", torch.device("cuda", 0)) is (torch.bfloat16 if native else torch.float32)
+    assert asked == [False]  # emulated bf16 does not count
+    err = capsys.readouterr().err
+    assert ("Tesla V100 has no native bfloat16; dtype auto runs in float32" in err) is not native
+    assert compute_dtype("bfloat16", torch.device("cuda", 0)) is torch.bfloat16  # an explicit choice is kept
 
 
 def test_seeded_is_deterministic_and_leaves_the_global_rng_alone():

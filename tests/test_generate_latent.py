@@ -15,8 +15,8 @@ import torch
 
 import generate_latent
 from corpus.folder import SETTINGS_FILE, claim_corpus_folder
-from corpus.config import (GenerateLatentConfig, config_hash, hashed_settings,
-                                             load_generate_latent_config)
+from corpus.config import GenerateLatentConfig, hashed_settings, load_generate_latent_config
+from utils.settings import config_hash
 from inference_job.config import InferenceConfig
 from corpus.files import ExpectedVideo, LatentFiles, latents_problem, pt_problem
 from corpus.jobs import latent_jobs, sample_prompt_indices
@@ -144,10 +144,11 @@ def test_bad_override_on_the_command_line_exits_2_with_the_key(capsys, tmp_path)
     assert not (tmp_path / "c").exists()
 
 
-def test_missing_prompt_file_names_path_and_download(capsys, tmp_path):
+def test_missing_own_prompt_file_names_path_without_a_release_download(capsys, tmp_path):
     code = generate(tmp_path / "c", "prompts=null", f"data_path={tmp_path / 'vidprom.txt'}")
     err = capsys.readouterr().err
-    assert code == 2 and "vidprom.txt" in err and "python -m utils.download" in err
+    assert code == 2 and "vidprom.txt" in err and "one prompt per line" in err
+    assert "utils.download" not in err  # the user's own file: no released-asset download
 
 
 # ---------------------------------------------------------------- prompt sample and positions
@@ -288,7 +289,7 @@ def test_video_equals_a_rollout_of_its_prompt_with_its_seed(reference, tmp_path,
 
     cfg = load_generate_latent_config(DEMO, [f"num_output_frames={FRAMES}"])
     job = latent_jobs(cfg.prompts, cfg.sample_ratio, cfg.seed)[2]
-    result = sample_video(job.prompt, job.seed, cfg, build_components(cfg, torch.device("cpu"), torch.float32), False)
+    result = sample_video(job.prompt, job.seed, cfg, build_components(cfg, torch.device("cpu"), torch.float32, [job.prompt]), False)
     assert torch.equal(result.latents[0], lc.read_frames(reference / "videos/latent_000002.safetensors", 0, FRAMES))
 
 

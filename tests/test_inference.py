@@ -11,6 +11,7 @@ import imageio.v2 as imageio
 import pytest
 import torch
 
+from utils.locks import hold_folder
 from utils.video_io import read_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,3 +193,54 @@ def test_bad_override_fails_naming_the_key(tmp_path):
                  check=False)
     assert result.returncode == 2 and "num_output_frames 20" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_second_run_in_a_folder_in_use_refuses_naming_the_holder(tmp_path):
+    with hold_folder(tmp_path, "output_folder"):
+        result = run([sys.executable, "inference.py", "--config", "configs/demo_native.yaml", f"output_folder={tmp_path}",
+                      "num_output_frames=6", "prompts=[a]"], check=False)
+    assert result.returncode == 2
+    assert f"output_folder '{tmp_path}' is in use by another run (pid {os.getpid()} on" in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.glob("*.mp4"))
+
+
+@pytest.mark.parametrize("problem", ["file", "under_file"])
+def test_output_folder_that_is_a_file_fails_before_loading(tmp_path, problem):
+    (tmp_path / "taken").write_text("x")
+    folder = tmp_path / "taken" if problem == "file" else tmp_path / "taken" / "videos"
+    result = run([sys.executable, "inference.py", "--config", "configs/demo_native.yaml", f"output_folder={folder}",
+                  "num_output_frames=6", "prompts=[a]"], check=False)
+    assert result.returncode == 2 and result.stderr.startswith(f"error: output_folder '{folder}'")
+    assert "not a folder" in result.stderr and "RANDOM-WEIGHT" not in result.stdout  # nothing was prepared
+
+
+def test_skip_existing_keeps_only_videos_of_the_same_settings(tmp_path):
+    base = [sys.executable, "inference.py", "--config", "configs/demo_native.yaml", f"output_folder={tmp_path}",
+            "skip_existing=true", "prompts=[p zero,p one]"]
+    run(base + ["num_output_frames=6"])
+    record = json.loads((tmp_path / "0000-0.json").read_text())
+    assert record["settings"]["prompt"] == "p zero" and record["settings"]["num_output_frames"] == 6
+    assert record["settings"]["weights"]["generator_ckpt"] is None  # random demo weights
+
+    changed = run(base + ["num_output_frames=12", "seed=5"], check=False)  # reported "0 generated, 2 skipped" before
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert f"output_folder '{tmp_path}' holds video 0000-0 generated with other settings" in changed.stderr
+    assert "num_output_frames: 6 -> 12" in changed.stderr and "seed: 0 -> 5" in changed.stderr
+    assert "skip_existing=false" in changed.stderr
+    other_prompts = run(base[:-1] + ["prompts=[p two,p one]", "num_output_frames=6"], check=False)
+    assert other_prompts.returncode == 2 and "prompt: 'p zero' -> 'p two'" in other_prompts.stderr
+
+    again = run(base + ["num_output_frames=6", "save_latents=false"])  # same settings: kept
+    assert "0 generated, 2 skipped" in again.stdout
+    run(base + ["num_output_frames=12", "seed=5", "skip_existing=false"])
+    assert json.loads((tmp_path / "0000-0.json").read_text())["num_latent_frames"] == 12
+    assert "2 skipped" in run(base + ["num_output_frames=12", "seed=5"]).stdout
+
+
+def test_config_error_through_the_launcher_is_one_line_and_exit_2(tmp_path):
+    result = run(["bash", "inference.sh", "demo", "native", f"output_folder={tmp_path}", "num_output_frames=20"],
+                 env={"NPROC": "1"}, check=False)
+    assert result.returncode == 2  # before: 1, with torchrun's ChildFailedError traceback
+    assert result.stderr.strip().splitlines() == [
+        "error: command-line override 'num_output_frames=20' (on configs/demo_native.yaml): num_output_frames 20 must be "
+        "a positive multiple of num_frame_per_block 3"]

@@ -130,8 +130,40 @@ def test_read_prompts_skips_blank_lines_and_names_missing_file(tmp_path):
     cfg = load_inference_config(DEMO, [f"data_path={path}", "prompts=null"])
     assert read_prompts(cfg) == ["first prompt", "second prompt"]
     cfg = load_inference_config(DEMO, [f"data_path={tmp_path / 'absent.txt'}", "prompts=null"])
-    with pytest.raises(MissingAssetError, match="absent.txt.*\n.*python -m utils.download"):
+    with pytest.raises(MissingAssetError, match="absent.txt.*one prompt per line") as err:
         read_prompts(cfg)
+    assert "utils.download" not in str(err.value)  # the user's own file: no released-asset download
+
+
+def test_prompt_file_that_is_a_folder_or_not_utf8_is_one_clear_error(tmp_path):
+    cfg = load_inference_config(DEMO, [f"data_path={tmp_path}", "prompts=null"])
+    with pytest.raises(ConfigError, match=f"data_path '{tmp_path}' is a folder"):  # before: IsADirectoryError
+        read_prompts(cfg)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("first\ncaf\xe9 au lait\n".encode("latin-1"))
+    cfg = load_inference_config(DEMO, [f"data_path={latin1}", "prompts=null"])
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(line 2, byte 9\); save the prompt file as UTF-8"):
+        read_prompts(cfg)  # before: UnicodeDecodeError traceback
+
+
+def test_an_error_caused_by_an_override_names_the_override():
+    with pytest.raises(ConfigError) as err:  # before: "configs/demo_native.yaml: num_output_frames 20 must be ..."
+        load_inference_config(DEMO, ["seed=3", "num_output_frames=20"])
+    assert str(err.value).startswith(f"command-line override 'num_output_frames=20' (on {DEMO}): num_output_frames 20")
+    with pytest.raises(ConfigError) as err:
+        load_inference_config(DEMO, ["num_output_frames=abc"])
+    assert str(err.value).startswith(f"command-line override 'num_output_frames=abc' (on {DEMO}): Value 'abc'")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError) as err:  # only the combination of two overrides fails: both are named
+        load_inference_config(DEMO, ["num_frame_per_block=2", "num_output_frames=9"])
+    assert "overrides 'num_frame_per_block=2' 'num_output_frames=9'" in str(err.value)
+
+
+def test_inline_prompts_with_commas_need_quotes():
+    split = load_inference_config(DEMO, ["prompts=[a fox, running in snow]"])
+    assert split.prompts == ["a fox", "running in snow"]  # unquoted: a comma separates list items
+    quoted = load_inference_config(DEMO, ['prompts=["a fox, running in snow", "a boat"]'])
+    assert quoted.prompts == ["a fox, running in snow", "a boat"]
 
 
 def test_every_grid_config_composes_its_backbones_native_config():

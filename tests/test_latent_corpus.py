@@ -152,3 +152,13 @@ def test_read_index_rejects_other_formats(tmp_path):
     with pytest.raises(lc.CorpusError, match="something-else"):
         lc.read_index(tmp_path)
     assert lc.read_index(tmp_path / "nowhere") == {}
+
+
+def test_truncated_index_is_one_clear_error(tmp_path):
+    from utils.latent_corpus import CorpusError, read_index
+
+    (tmp_path / "index.json").write_text('{"format": "longlive-rag-latent-corpus", "vers')
+    with pytest.raises(CorpusError) as err:  # before: json.JSONDecodeError "Invalid control character ..."
+        read_index(tmp_path)
+    assert f"{tmp_path / 'index.json'} is truncated or not JSON" in str(err.value)
+    assert "rerun generate_latent.py" in str(err.value)

@@ -144,3 +144,12 @@ def test_scene_identity_is_in_texture_not_in_channel_means(toy):
 def test_invalid_config_is_rejected(toy):
     with pytest.raises(ValueError, match="min_segment"):
         toy.ToyConfig(min_segment=8, max_segment=4).validate()
+
+
+def test_bad_sizes_give_one_usage_line(toy, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:  # before: a ValueError traceback
+        toy.main(["--num-videos", "0", "--out", str(tmp_path / "toy")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "toy config sizes must be >= 1" in err and "Traceback" not in err
+    assert not (tmp_path / "toy").exists()

@@ -202,7 +202,12 @@ def parse_args(argv=None) -> tuple[ToyConfig, Path]:
                        help=f"default {value} (cuts), {REGIMES['smooth'].get(name, value)} (smooth)")
     args = vars(p.parse_args(argv))
     out, regime = args.pop("out"), args.pop("regime")
-    return regime_config(regime, **{k: v for k, v in args.items() if v is not None}), out
+    try:
+        cfg = regime_config(regime, **{k: v for k, v in args.items() if v is not None})
+        cfg.validate()
+        return cfg, out
+    except ValueError as err:
+        p.error(str(err))  # one usage line and exit 2 instead of a traceback
 
 
 def main(argv=None) -> None:

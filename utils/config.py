@@ -38,28 +38,59 @@ def load_yaml(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> DictCon
     return OmegaConf.merge(load_yaml(base_path, _chain + (path.resolve(),)), node)
 
 
+def _merged(schema: type[T], path: str | os.PathLike | None, overrides: Sequence[str]):
+    source = str(path) if path is not None else "<defaults>"
+    merged = OmegaConf.structured(schema)
+    if path is not None:
+        merged = OmegaConf.merge(merged, load_yaml(path))
+    for override in overrides:  # one at a time, so an error names the override that caused it
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([override]))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"command-line override '{override}' (on {source}): {str(err).splitlines()[0]}") from None
+    return OmegaConf.to_object(merged)
+
+
+def _validated(cfg) -> None:
+    validate = getattr(cfg, "validate", None)
+    if validate is not None:
+        validate()
+
+
 def load_config(schema: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
     """Merge `schema` defaults <- YAML file <- `key=value` overrides and return a `schema` instance.
 
-    The instance's `validate()` (if any) runs last.
+    The instance's `validate()` (if any) runs last. An error names its source: the override that
+    caused it (the YAML alone is valid), else the YAML file.
     """
     source = str(path) if path is not None else "<defaults>"
     try:
-        merged = OmegaConf.structured(schema)
-        if path is not None:
-            merged = OmegaConf.merge(merged, load_yaml(path))
-        if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-        cfg = OmegaConf.to_object(merged)
+        cfg = _merged(schema, path, overrides)
     except (OmegaConfBaseException, OSError) as err:
         raise ConfigError(f"{source}: {err}") from None
-    validate = getattr(cfg, "validate", None)
-    if validate is not None:
-        try:
-            validate()
-        except ConfigError as err:
-            raise ConfigError(f"{source}: {err}") from None
+    try:
+        _validated(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{_blame(schema, path, overrides, source)}: {err}") from None
     return cfg
+
+
+def _blame(schema: type[T], path, overrides: Sequence[str], source: str) -> str:
+    """The source of a validation error: the overrides that make a valid YAML invalid, else the YAML."""
+    if not overrides:
+        return source
+    try:
+        _validated(_merged(schema, path, ()))
+    except (ConfigError, OmegaConfBaseException):
+        return source
+    culprits = []
+    for override in overrides:
+        try:
+            _validated(_merged(schema, path, [override]))
+        except ConfigError:
+            culprits.append(override)
+    named = culprits or list(overrides)  # only their combination fails
+    return f"command-line override{'s' if len(named) > 1 else ''} {' '.join(repr(o) for o in named)} (on {source})"
 
 
 def config_to_dict(cfg) -> dict:

@@ -1,8 +1,8 @@
 """torchrun integration: rank / world size from the environment, process group, work sharding.
 
 A script run without torchrun is a single process (rank 0 of 1) and never touches
-torch.distributed. Under torchrun every rank gets its own GPU (LOCAL_RANK) on CUDA, or a gloo
-process group on CPU.
+torch.distributed. Under torchrun every rank gets its own GPU (LOCAL_RANK) on CUDA and joins a gloo
+process group (the jobs gather only Python objects).
 """
 from __future__ import annotations
 
@@ -61,8 +61,10 @@ def rank_device(device: str, info: DistInfo) -> torch.device:
 
 
 def init_distributed(info: DistInfo, device: torch.device, timeout: timedelta | None = None) -> None:
-    """Join the process group (nccl on CUDA, gloo on CPU); a no-op for a single process.
+    """Join the process group on gloo (on CUDA too); a no-op for a single process.
 
+    The inference and corpus jobs exchange only small Python objects (records) at their start and end,
+    so gloo carries them on the CPU: no NCCL communicator, watchdog or GPU memory is held for the run.
     `timeout` bounds every collective (torch's default when None); a rank that finishes its share
     long before the others waits in the final gather, so long uneven runs pass UNEVEN_WORK_TIMEOUT.
     """
@@ -70,9 +72,7 @@ def init_distributed(info: DistInfo, device: torch.device, timeout: timedelta | 
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", rank=info.rank, world_size=info.world_size, device_id=device, timeout=timeout)
-    else:
-        dist.init_process_group("gloo", rank=info.rank, world_size=info.world_size, timeout=timeout)
+    dist.init_process_group("gloo", rank=info.rank, world_size=info.world_size, timeout=timeout)
 
 
 def barrier(info: DistInfo) -> None:

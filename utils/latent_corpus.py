@@ -27,14 +27,12 @@ only its own bytes.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
 import re
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -42,6 +40,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from utils.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
 from utils.dtypes import dtype_name
+from utils.locks import exclusive
 
 FORMAT_NAME = "longlive-rag-latent-corpus"
 FORMAT_VERSION = 1
@@ -183,7 +182,11 @@ def read_index(corpus_dir: str | os.PathLike) -> dict[str, dict]:
     path = Path(corpus_dir) / INDEX_FILE
     if not path.exists():
         return {}
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as err:
+        raise CorpusError(f"{path} is truncated or not JSON ({err}); rerun generate_latent.py with this output_folder "
+                          "(skip_existing=true) to rebuild it from the video files") from None
     if data.get("format") != FORMAT_NAME or data.get("version") != FORMAT_VERSION:
         raise CorpusError(
             f"{path}: expected format '{FORMAT_NAME}' version {FORMAT_VERSION}, "
@@ -196,16 +199,8 @@ def is_corpus(path: str | os.PathLike) -> bool:
     return (Path(path) / INDEX_FILE).is_file()
 
 
-@contextlib.contextmanager
-def _index_lock(corpus_dir: Path) -> Iterator[None]:
-    # flock is released by the kernel if the holder dies, so a crash never leaves a stale lock
-    corpus_dir.mkdir(parents=True, exist_ok=True)
-    with open(corpus_dir / f"{INDEX_FILE}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _index_lock(corpus_dir: Path):
+    return exclusive(corpus_dir / f"{INDEX_FILE}.lock")
 
 
 def _write_index(corpus_dir: Path, videos: Mapping[str, dict]) -> None:

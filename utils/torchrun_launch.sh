@@ -34,6 +34,8 @@ launch_torchrun() {
     if [[ -z "$port" ]]; then
         port=$(python -c "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])")
     fi
+    # a config error prints its one line and exits 2 here, instead of failing every worker under torchrun
+    python "$@" --check-config >/dev/null || exit $?
     # exec: this shell's pid becomes torchrun's, so signals sent to the launcher reach torchrun, which
     # forwards SIGINT/SIGTERM to its workers. A SIGKILLed torchrun forwards nothing: every worker runs
     # through utils/parent_death.py, which has Linux stop it when torchrun dies.

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from utils.assets import RAG_DOWNLOAD, require_path
+from utils.checkpoint_io import load_checkpoint
 
 LAYOUT_KEYS = ("generator", "generator_ema", "model")
 
@@ -69,6 +70,6 @@ def load_state_dict_checked(module: nn.Module, state: dict[str, torch.Tensor], p
 def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike, use_ema: bool = False) -> None:
     """Load a backbone checkpoint file into `model` (weights are cast to the model's dtype)."""
     require_path(path, "backbone checkpoint", RAG_DOWNLOAD)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = load_checkpoint(path, "backbone checkpoint (generator_ckpt)", f"download it again:\n    {RAG_DOWNLOAD}", mmap=True)
     state = normalize_backbone_keys(select_state_dict(ckpt, path, use_ema))
     load_state_dict_checked(model, state, path)

@@ -13,13 +13,14 @@ from torch import nn
 
 from utils.assets import RAG_DOWNLOAD, require_path
 from wan.checkpoint import CheckpointMismatchError, describe_mismatch
+from utils.checkpoint_io import load_checkpoint
 
 LORA_TARGET_MODULES = r".*blocks\.\d+\.((self_attn|cross_attn)\.(q|k|v|o)|ffn\.(0|2))"
 
 
 def read_lora_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     require_path(path, "LoRA checkpoint", RAG_DOWNLOAD)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path, "LoRA checkpoint (lora_ckpt)", f"download it again:\n    {RAG_DOWNLOAD}")
     state = ckpt.get("generator_lora", ckpt)
     if not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointMismatchError(f"{path}: expected 'generator_lora' or a peft state dict, found keys {sorted(ckpt)[:8]}")

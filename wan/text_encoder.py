@@ -21,6 +21,7 @@ from utils.assets import WAN_DOWNLOAD, MissingAssetError, require_path
 from utils.seeding import DEMO_SEED, may_use_random_weights, seeded
 from wan.t5_conversion import TIED_ALIASES, convert_wan_t5_state_dict
 from wan.text_encoder_config import BYTE_TOKENIZER_VOCAB, TextEncoderPreset, default_tokenizer_dir, text_encoder_preset
+from utils.checkpoint_io import load_checkpoint
 
 # Fields that must agree between a preset and a Diffusers folder's config.json.
 _ARCH_FIELDS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
@@ -107,7 +108,8 @@ def check_state_dict(model: UMT5EncoderModel, state_dict: dict, source: str | Pa
 
 def _load_original(path: Path, config: UMT5Config) -> UMT5EncoderModel:
     """Wan's .pth state dict -> UMT5EncoderModel; tensors are memory-mapped, not copied."""
-    state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state_dict = load_checkpoint(path, "text encoder weights (text_encoder.weights)", f"download it again:\n    {WAN_DOWNLOAD}",
+                                 mmap=True)
     if not isinstance(state_dict, dict):
         raise TextEncoderLoadError(f"'{path}' holds a {type(state_dict).__name__}, expected the state dict "
                                    "of Wan's T5 encoder (models_t5_umt5-xxl-enc-bf16.pth)")
@@ -163,6 +165,28 @@ def random_umt5_encoder(config: UMT5Config, seed: int, device: torch.device | st
 
 
 Tokenizer = Callable[[list[str], int], tuple[torch.Tensor, torch.Tensor]]
+
+
+class EncodedPrompts:
+    """Embeddings of a fixed set of prompts, kept after their encoder is released.
+
+    Stored trimmed to each prompt's tokens on the CPU; `encode` pads them like WanTextEncoder.encode.
+    """
+
+    def __init__(self, embeddings: dict[str, torch.Tensor], text_len: int, device: torch.device, dtype: torch.dtype):
+        self._embeddings, self.text_len, self.device, self.dtype = embeddings, text_len, device, dtype
+
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """prompts: B strings of the encoded set -> [B, text_len, d_model] on `device` in `dtype`."""
+        unknown = [p for p in prompts if p not in self._embeddings]
+        if unknown:
+            raise KeyError(f"prompts {unknown[:3]} were not encoded before the text encoder was released")
+        d_model = next(iter(self._embeddings.values())).shape[-1]
+        out = torch.zeros(len(prompts), self.text_len, d_model, device=self.device, dtype=self.dtype)
+        for row, prompt in enumerate(prompts):
+            emb = self._embeddings[prompt]
+            out[row, : emb.shape[0]] = emb
+        return out
 
 
 class WanTextEncoder:
@@ -222,6 +246,16 @@ class WanTextEncoder:
             emb = self._cache[prompt]
             out[row, : emb.shape[0]] = emb
         return out
+
+    def encode_all(self, prompts: list[str]) -> EncodedPrompts:
+        """Every distinct prompt, one at a time (activations of one prompt), kept on the CPU so the encoder
+        can be released before the rollout."""
+        param = self.model.shared.weight
+        embeddings = {}
+        for prompt in dict.fromkeys(prompts):
+            self._encode_into_cache([prompt])
+            embeddings[prompt] = self._cache.pop(prompt).cpu()
+        return EncodedPrompts(embeddings, self.text_len, param.device, param.dtype)
 
     @torch.no_grad()
     def _encode_into_cache(self, prompts: list[str]) -> None:

@@ -22,6 +22,7 @@ from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from utils.assets import WAN_DOWNLOAD, require_path
 from utils.seeding import DEMO_SEED, may_use_random_weights, seeded
 from wan.checkpoint import load_state_dict_checked
+from utils.checkpoint_io import load_checkpoint
 
 # Wan 2.1's per-channel latent statistics (16 channels).
 WAN21_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -63,7 +64,7 @@ def vae_preset(name: str) -> WanVAEConfig:
 def read_vae_state_dict(path: str | os.PathLike, model: AutoencoderKLWan) -> dict[str, torch.Tensor]:
     """Weights of a Wan-original file (converted) or of a file already in diffusers' layout."""
     require_path(path, "VAE checkpoint", WAN_DOWNLOAD)
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state = load_checkpoint(path, "VAE checkpoint (vae.checkpoint)", f"download it again:\n    {WAN_DOWNLOAD}", mmap=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if set(state) <= set(model.state_dict()):

@@ -1,0 +1,284 @@
+"""The memory plan of a run: every component's bytes on every device, printed at start, checked before loading.
+
+Weights are counted on the `meta` device (the real modules, no memory); caches and the history bank
+from their shapes; activations are estimates (stated as such). A run has phases that never overlap:
+the prompts are encoded and the text encoder released before the generator loads, a merged LoRA
+exists only while it is folded in, the VAE decodes after the rollout's caches are freed. A device
+fits when the largest phase fits its free memory (CPU: available RAM; CUDA: `torch.cuda.mem_get_info`).
+
+    python -m pipeline.memory_plan --config configs/longlive_latentmem.yaml [key=value ...] [--device cuda]
+        [--dtype bfloat16] [--gpu-gb 24 48 80]
+
+prints the plan of a config with fit verdicts for the given GPU sizes (no weights or GPU needed).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from pipeline.generation_config import GenerationConfig
+from utils.config import ConfigError
+from utils.dtypes import resolve_dtype
+from wan.geometry import LatentGeometry
+from wan.model_config import WanModelConfig, model_preset
+from utils.checkpoint_io import load_checkpoint
+
+GB = 1e9
+PHASES = ("encode prompts", "load", "rollout", "decode")
+# Wan's VAE decodes one latent frame (4 video frames) at a time at `base_dim` channels at full resolution;
+# about this many such tensors are alive at its peak (input, norm, conv output, causal feature cache).
+VAE_LIVE_TENSORS = 4
+VIDEO_FRAMES_PER_LATENT = 4
+
+
+class MemoryPlanError(ConfigError):
+    """The plan does not fit a device's free memory; the message names the component and the fixing option."""
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    component: str
+    device: str
+    nbytes: int
+    phases: tuple[str, ...]
+    fix: str  # the option that makes it smaller
+    estimate: bool = False  # activations: an estimate, not a count
+
+
+def _param_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def dit_bytes(mcfg: WanModelConfig, dtype: torch.dtype) -> int:
+    from wan.model import CausalWanModel
+
+    with torch.device("meta"):
+        return _param_bytes(CausalWanModel(mcfg).to_inference_dtype(dtype))  # with Wan's float32 parts, as loaded
+
+
+def lora_bytes(mcfg: WanModelConfig, rank: int, dtype: torch.dtype) -> int:
+    """LoRA A and B of every Linear of wan/lora.py's targets: q, k, v, o of both attentions and the FFN."""
+    d, f = mcfg.dim, mcfg.ffn_dim
+    per_layer = 8 * rank * (d + d) + rank * (d + f) + rank * (f + d)
+    return mcfg.num_layers * per_layer * dtype.itemsize
+
+
+def text_encoder_bytes(preset: str, dtype: torch.dtype) -> int:
+    from transformers import UMT5EncoderModel
+
+    from wan.text_encoder import umt5_config
+    from wan.text_encoder_config import text_encoder_preset
+
+    with torch.device("meta"):
+        return _param_bytes(UMT5EncoderModel(umt5_config(text_encoder_preset(preset))).to(dtype))
+
+
+def text_activation_bytes(preset: str, text_len: int, dtype: torch.dtype) -> int:
+    """One prompt through the encoder (prompts are encoded one at a time): hidden states, the FFN and fp32 scores."""
+    from wan.text_encoder_config import text_encoder_preset
+
+    p = text_encoder_preset(preset)
+    return text_len * (4 * p.d_model + 2 * p.d_ff) * dtype.itemsize + p.num_heads * text_len * text_len * 4
+
+
+def vae_bytes(preset: str, dtype: torch.dtype) -> int:
+    from wan.vae import WanVAE, vae_preset
+
+    with torch.device("meta"):
+        return _param_bytes(WanVAE(vae_preset(preset)).to(dtype))
+
+
+def vae_decode_bytes(preset: str, cfg: GenerationConfig, dtype: torch.dtype) -> int:
+    """Estimate: the decoder's live full-resolution tensors for one latent frame, plus one decoded chunk in fp32."""
+    from wan.vae import vae_preset
+
+    pixels = cfg.latent_height * 8 * cfg.latent_width * 8
+    per_frame = VAE_LIVE_TENSORS * VIDEO_FRAMES_PER_LATENT * vae_preset(preset).base_dim * pixels * dtype.itemsize
+    return per_frame + 3 * VIDEO_FRAMES_PER_LATENT * cfg.vae.decode_chunk_frames * pixels * 4
+
+
+def ae_encoder_bytes(cfg: GenerationConfig, frame: tuple[int, int, int]) -> int:
+    """The retrieval encoder in float32 (its decoder is never loaded): the checkpoint's layout when the file
+    exists, else the paper's (ae/configs/base_ae.yaml), else the demo's."""
+    from ae.model import AEConfig, Encoder
+    from pipeline.build import DEMO_AE_HIDDEN_DIMS, DEMO_AE_LATENT_DIM
+
+    path = cfg.model_kwargs.ae_ckpt
+    c, h, w = frame
+    if path is not None and Path(path).is_file():
+        ckpt = load_checkpoint(path, "retrieval encoder (model_kwargs.ae_ckpt)", "download it again", mmap=True)
+        ae_cfg = AEConfig.from_dict({k: v for k, v in ckpt["config"].items() if k in {f.name for f in fields(AEConfig)}})
+    elif path is not None:
+        ae_cfg = AEConfig(in_channels=c, spatial_h=h, spatial_w=w, latent_dim=1024, hidden_dims=(64, 128, 256))
+    else:
+        ae_cfg = AEConfig(in_channels=c, spatial_h=h, spatial_w=w, latent_dim=DEMO_AE_LATENT_DIM, hidden_dims=DEMO_AE_HIDDEN_DIMS)
+    with torch.device("meta"):
+        return _param_bytes(Encoder(ae_cfg))
+
+
+def kv_frame_bytes(mcfg: WanModelConfig, geometry: LatentGeometry, dtype: torch.dtype) -> int:
+    """K and V of one latent frame in every layer."""
+    return mcfg.num_layers * 2 * geometry.tokens_per_frame * mcfg.dim * dtype.itemsize
+
+
+def bank_frames(cfg: GenerationConfig) -> int:
+    """Frames the history bank holds at the end of the run (every frame that left the window)."""
+    return max(cfg.num_output_frames - cfg.model_kwargs.local_attn_size, 1)
+
+
+def rollout_activation_bytes(cfg: GenerationConfig, mcfg: WanModelConfig, geometry: LatentGeometry,
+                             dtype: torch.dtype, device: torch.device) -> int:
+    """Estimate of one block's working memory: the assembled context K/V of every layer (kept for the block's
+    calls), the text K/V, one layer's hidden states and FFN, attention scores where no fused kernel runs (CPU),
+    and the video's noise and latents."""
+    mk = cfg.model_kwargs
+    tokens = geometry.tokens(cfg.num_frame_per_block)
+    context = kv_frame_bytes(mcfg, geometry, dtype) * mk.local_attn_size
+    text = mcfg.num_layers * 2 * mcfg.text_len * mcfg.dim * dtype.itemsize
+    layer = tokens * (mcfg.ffn_dim + 8 * mcfg.dim) * dtype.itemsize
+    scores = mcfg.num_heads * tokens * geometry.tokens(mk.local_attn_size) * 4 if device.type == "cpu" else 0
+    latents = cfg.num_output_frames * mcfg.in_dim * cfg.latent_height * cfg.latent_width * (4 + dtype.itemsize)
+    return context + text + layer + scores + latents
+
+
+def memory_plan(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> list[PlanItem]:
+    """Every component of a run of `cfg` on `device` in `dtype`, with its phases."""
+    mcfg, mk = model_preset(cfg.model_preset), cfg.model_kwargs
+    geometry = LatentGeometry.of(mcfg, cfg.latent_height, cfg.latent_width)
+    dev = str(device)
+    steady = ("rollout", "decode")
+    lower = "dtype=bfloat16" if dtype == torch.float32 else "a device with more free memory"
+    items = [
+        PlanItem("text encoder", dev, text_encoder_bytes(cfg.text_encoder.preset, dtype), ("encode prompts",),
+                 f"{lower} (it is released before the rollout)"),
+        PlanItem("text encoder activations", dev, text_activation_bytes(cfg.text_encoder.preset, mcfg.text_len, dtype),
+                 ("encode prompts",), lower, estimate=True),
+        PlanItem("DiT weights", dev, dit_bytes(mcfg, dtype), ("load", *steady), lower),
+    ]
+    if cfg.adapter is not None:
+        merged = cfg.adapter.merge
+        items.append(PlanItem("LoRA" + (" (merged at load)" if merged else ""), dev,
+                              lora_bytes(mcfg, cfg.adapter.rank, dtype), ("load",) if merged else ("load", *steady),
+                              "adapter.merge=true" if not merged else lower))
+    if cfg.uses_encoder:
+        items.append(PlanItem("retrieval AE encoder", dev, ae_encoder_bytes(cfg, geometry.frame_shape), steady,
+                              "model_kwargs.compression_method=avg_pool"))
+    items += [
+        PlanItem("VAE", dev, vae_bytes(cfg.vae.preset, dtype), steady, lower),
+        PlanItem("KV cache", dev, kv_frame_bytes(mcfg, geometry, dtype) * mk.local_attn_size, ("rollout",),
+                 "model_kwargs.local_attn_size"),
+    ]
+    if cfg.uses_bank:
+        bank_device = dev if mk.memory_device == "auto" else mk.memory_device
+        bank_dtype = resolve_dtype(mk.memory_dtype, dtype)
+        fix = ("model_kwargs.memory_device=cpu" if torch.device(bank_device).type == "cuda"
+               else "fewer num_output_frames") + (", model_kwargs.memory_dtype=bfloat16" if bank_dtype == torch.float32 else "")
+        items.append(PlanItem(f"history bank ({bank_frames(cfg)} frames)", bank_device,
+                              bank_frames(cfg) * kv_frame_bytes(mcfg, geometry, bank_dtype), ("rollout",), fix))
+    items += [
+        PlanItem("rollout activations", dev, rollout_activation_bytes(cfg, mcfg, geometry, dtype, device), ("rollout",),
+                 lower, estimate=True),
+        PlanItem("VAE decoding", dev, vae_decode_bytes(cfg.vae.preset, cfg, dtype), ("decode",),
+                 "vae.decode_chunk_frames=1", estimate=True),
+    ]
+    return items
+
+
+def peak(items: list[PlanItem], device: str) -> tuple[int, str]:
+    """(bytes, phase) of the largest phase on `device`."""
+    totals = {phase: sum(i.nbytes for i in items if i.device == device and phase in i.phases) for phase in PHASES}
+    phase = max(totals, key=totals.get)
+    return totals[phase], phase
+
+
+def devices(items: list[PlanItem]) -> list[str]:
+    return list(dict.fromkeys(i.device for i in items))
+
+
+def format_plan(items: list[PlanItem]) -> str:
+    lines = ["memory plan (~: estimate):"]
+    for dev in devices(items):
+        total, phase = peak(items, dev)
+        lines.append(f"  {dev}: peak {total / GB:.2f} GB ({phase})")
+        for i in items:
+            if i.device == dev:
+                lines.append(f"    {i.component:<28} {'~' if i.estimate else ' '}{i.nbytes / GB:8.3f} GB  [{', '.join(i.phases)}]")
+    return "\n".join(lines)
+
+
+def free_bytes(device: str) -> int:
+    """Free memory of `device`: available RAM for the CPU, torch.cuda.mem_get_info for a GPU."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.mem_get_info(dev)[0]
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    import os
+
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits(items: list[PlanItem], free: dict[str, int]) -> None:
+    """Raise MemoryPlanError when a device's largest phase exceeds its free memory, naming the largest
+    component of that phase and the option that shrinks it."""
+    for dev in devices(items):
+        total, phase = peak(items, dev)
+        if total <= free[dev]:
+            continue
+        biggest = max((i for i in items if i.device == dev and phase in i.phases), key=lambda i: i.nbytes)
+        raise MemoryPlanError(
+            f"the run needs {total / GB:.2f} GB on {dev} ({phase} phase) but {free[dev] / GB:.2f} GB are free; "
+            f"the largest part is the {biggest.component} ({biggest.nbytes / GB:.2f} GB): set {biggest.fix}")
+
+
+def bank_check(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> None:
+    """The history bank alone against its device's free memory (for callers that size the bank themselves)."""
+    items = [i for i in memory_plan(cfg, device, dtype) if i.component.startswith("history bank")]
+    check_fits(items, {i.device: free_bytes(i.device) for i in items})
+
+
+def plan_run(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype, show: bool) -> list[PlanItem]:
+    """Print the plan (when `show`) and refuse before loading anything if it does not fit."""
+    items = memory_plan(cfg, device, dtype)
+    if show:
+        print(format_plan(items), flush=True)
+    check_fits(items, {dev: free_bytes(dev) for dev in devices(items)})
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    from utils.config import load_config
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="a generation config, e.g. configs/longlive_latentmem.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    parser.add_argument("--device", default="cuda", help="device the plan is for (default cuda)")
+    parser.add_argument("--dtype", default="bfloat16", help="compute dtype (default bfloat16)")
+    parser.add_argument("--gpu-gb", type=float, nargs="*", default=[24, 48, 80], help="GPU sizes for the verdicts")
+    args = parser.parse_args(argv)
+    from inference_job.config import InferenceConfig
+
+    try:
+        cfg = load_config(InferenceConfig, args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}")
+        return 2
+    items = memory_plan(cfg, torch.device(args.device), resolve_dtype(args.dtype, torch.bfloat16))
+    print(format_plan(items))
+    for gb in args.gpu_gb:
+        try:
+            check_fits(items, {dev: gb * GB if dev.startswith("cuda") else float("inf") for dev in devices(items)})
+            print(f"{gb:g} GB GPU: fits")
+        except MemoryPlanError as err:
+            print(f"{gb:g} GB GPU: does not fit: {err}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
