@@ -112,8 +112,9 @@ def test_text_encoder_is_released_before_the_first_block(tmp_path, monkeypatch):
 
 
 def test_retrieval_encoder_is_loaded_without_its_decoder():
-    descriptor = build.load_descriptor(load_inference_config("configs/demo_latentmem.yaml").model_kwargs, (16, 8, 8),
-                                       torch.device("cpu"))
+    retrieval = build.load_retrieval(load_inference_config("configs/demo_latentmem.yaml").model_kwargs, (16, 8, 8),
+                                     torch.device("cpu"))
+    descriptor = retrieval.descriptor
     names = [name for name, _ in descriptor.encoder.named_parameters()]
     assert names and all(name.startswith("encoder.") for name in names)
     assert descriptor(torch.randn(1, 2, 16, 8, 8)).shape == (1, 2, 32)
