@@ -21,22 +21,18 @@ from corpus.folder import claim_corpus_folder, repair_index
 from corpus.generation import CorpusRun, run_latent_jobs
 from corpus.jobs import latent_jobs
 from corpus.summary import corpus_summary, summary_lines, write_corpus_summary
-from pipeline.build import RunSetup, build_components, prepare_run
+from pipeline.build import RunSetup, build_components, run_in_output_folder
 from pipeline.generation_config import read_prompts
 from utils.distributed import (UNEVEN_WORK_TIMEOUT, DistInfo, barrier, finish_distributed, gather_to_main, init_distributed,
                                shard)
 from utils.dtypes import dtype_name
 from utils.entry import config_main
-from utils.locks import check_writable_folder, hold_folder
 from wan.geometry import LatentGeometry
 from wan.model_config import model_preset
 
 
 def run(cfg: GenerateLatentConfig, info: DistInfo) -> None:
-    check_writable_folder(cfg.output_folder, "output_folder")
-    setup = prepare_run(cfg, info)
-    with hold_folder(cfg.output_folder, "output_folder", enabled=info.is_main):
-        run_locked(cfg, info, setup)
+    run_in_output_folder(cfg, info, run_locked)
 
 
 def run_locked(cfg: GenerateLatentConfig, info: DistInfo, setup: RunSetup) -> None:

@@ -17,12 +17,11 @@ import torch
 from inference_job.config import InferenceConfig, load_inference_config
 from inference_job.summary import run_summary, write_run_summary
 from inference_job.video_job import VideoJob, run_jobs, run_settings, video_jobs
-from pipeline.build import RunSetup, build_components, prepare_run
+from pipeline.build import RunSetup, build_components, run_in_output_folder
 from pipeline.generation_config import read_prompts
 from utils.distributed import UNEVEN_WORK_TIMEOUT, DistInfo, finish_distributed, gather_to_main, init_distributed, shard
 from utils.dtypes import dtype_name
 from utils.entry import config_main
-from utils.locks import check_writable_folder, hold_folder
 
 
 def build_jobs(cfg: InferenceConfig, info: DistInfo) -> list[VideoJob]:
@@ -45,12 +44,7 @@ def report(summary: dict, path) -> None:
 
 
 def run(cfg: InferenceConfig, info: DistInfo) -> None:
-    # the folder is checked and locked before anything loads: a second run in it refuses instead of
-    # deleting the first run's in-flight files
-    check_writable_folder(cfg.output_folder, "output_folder")
-    setup = prepare_run(cfg, info)
-    with hold_folder(cfg.output_folder, "output_folder", enabled=info.is_main):
-        run_locked(cfg, info, setup)
+    run_in_output_folder(cfg, info, run_locked)
 
 
 def run_locked(cfg: InferenceConfig, info: DistInfo, setup: RunSetup) -> None:

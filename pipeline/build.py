@@ -33,6 +33,7 @@ from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError, released_download
 from pipeline.memory_plan import plan_run
 from utils.distributed import DistInfo, rank_device
+from utils.locks import check_writable_folder, hold_folder
 from utils.dtypes import compute_dtype
 from utils.seeding import DEMO_SEED, seed_everything, seeded
 from utils.settings import file_fingerprint
@@ -275,3 +276,12 @@ def build_components(cfg: GenerationConfig, device: torch.device, dtype: torch.d
         vae=build_vae(cfg, device, dtype),
         method=method,
     )
+
+
+def run_in_output_folder(cfg: GenerationConfig, info: DistInfo, body: Callable[[GenerationConfig, DistInfo, RunSetup], None]) -> None:
+    """Check and lock `output_folder` before anything loads (a second run in it refuses instead of deleting
+    the first run's in-flight files), prepare the run, then run `body` under the lock."""
+    check_writable_folder(cfg.output_folder, "output_folder")
+    setup = prepare_run(cfg, info)
+    with hold_folder(cfg.output_folder, "output_folder", enabled=info.is_main):
+        body(cfg, info, setup)
