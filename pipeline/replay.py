@@ -122,21 +122,24 @@ def replay_calls(model: CausalWanModel, rcfg: RolloutConfig, method: ContextMeth
     blocks = schedule.blocks(trace["noise"].shape[1], rcfg.num_frame_per_block)
     noise = gaussian_noise(torch.Generator().manual_seed(seed))
     errors, layouts, attn, steps = [], [], None, len(rcfg.denoising_step_list)
-    for call in trace["calls"]:
-        b = call["block"]
-        if call["role"] == "denoise" and call["step"] == 0:
-            attn = rollout.begin_block(blocks[b])
-        if call["role"] == "denoise":
-            x0 = rollout.predict_x0(attn, trace["step_input"][b, call["step"]], trace["step_timestep"][b, call["step"]])
-            expected = trace["step_x0"][b, call["step"]]
-        else:
-            clean = trace["step_x0"][b, steps - 1]
-            x0, kv = rollout.recache(attn, clean, noise)
-            rollout.end_block(blocks[b], attn, clean, kv)
-            expected = trace["recache_x0"][b]
-        layouts.append(attn.context.layout(0))
-        errors.append((x0.cpu() - expected).abs().max().item())
-    return errors, layouts, rollout.policy.extras().get("retrieval_log", [])
+    try:  # the policy owns its history bank (a disk tier holds an open file until closed)
+        for call in trace["calls"]:
+            b = call["block"]
+            if call["role"] == "denoise" and call["step"] == 0:
+                attn = rollout.begin_block(blocks[b])
+            if call["role"] == "denoise":
+                x0 = rollout.predict_x0(attn, trace["step_input"][b, call["step"]], trace["step_timestep"][b, call["step"]])
+                expected = trace["step_x0"][b, call["step"]]
+            else:
+                clean = trace["step_x0"][b, steps - 1]
+                x0, kv = rollout.recache(attn, clean, noise)
+                rollout.end_block(blocks[b], attn, clean, kv)
+                expected = trace["recache_x0"][b]
+            layouts.append(attn.context.layout(0))
+            errors.append((x0.cpu() - expected).abs().max().item())
+        return errors, layouts, rollout.policy.extras().get("retrieval_log", [])
+    finally:
+        rollout.policy.close()
 
 
 def recorded_noise(trace: dict):

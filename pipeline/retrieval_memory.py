@@ -13,18 +13,31 @@ class RetrievalMemory:
         self.bank, self.retrieval = bank, retrieval
         self.top_k, self.recent_exclude = top_k, recent_exclude
         self._rng = torch.Generator().manual_seed(seed)
-        self._frame_descriptors: list[torch.Tensor] = []  # per block: [B, nf, D]
+        self._descriptors: torch.Tensor | None = None  # [B, capacity, D], frames 0 .. _indexed - 1 filled
+        self._indexed = 0
         self._evicted: list[int] = []  # frames that left the bank since the last log entry
         self._prefetched: tuple[int, Selection | None, PendingGather | None] | None = None
         self.log: list[dict] = []
 
     def descriptors(self) -> torch.Tensor:
-        """[B, F, D] descriptor of every generated frame so far."""
-        return torch.cat(self._frame_descriptors, dim=1)
+        """[B, F, D] descriptor of every generated frame so far (a view)."""
+        return self._descriptors[:, : self._indexed]
 
     def index(self, frames: torch.Tensor) -> None:
         """frames: [B, nf, C, H, W] clean x0 of a finished block (before the recache pass)."""
-        self._frame_descriptors.append(self.retrieval.describe(frames))
+        self._store_descriptors(self.retrieval.describe(frames))
+
+    def _store_descriptors(self, desc: torch.Tensor) -> None:
+        """desc: [B, nf, D]. Kept in one buffer doubled when full: a view per read instead of concatenating
+        every block's descriptors twice per block (quadratic in the video's length)."""
+        end = self._indexed + desc.shape[1]
+        if self._descriptors is None or end > self._descriptors.shape[1]:
+            grown = desc.new_empty(desc.shape[0], max(end, 2 * self._indexed, 16), desc.shape[2])
+            if self._descriptors is not None:
+                grown[:, : self._indexed] = self.descriptors()
+            self._descriptors = grown
+        self._descriptors[:, self._indexed : end] = desc
+        self._indexed = end
 
     def bank_frames(self, frames: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
         """Move frames evicted from the window cache (k, v: [L, B, m, T, n, d]) into the bank."""

@@ -130,3 +130,35 @@ def test_replay_skips_weight_files_and_rejects_missing_or_no_traces(tmp_path, ca
     assert "none of the given files is a rollout trace" in capsys.readouterr().err
     assert main([str(tmp_path / "absent.pt")]) == 2
     assert "absent.pt' does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fail_at", [None, 7])
+def test_call_replay_closes_the_history_bank(monkeypatch, fail_at):
+    """The call replay owns a latentmem policy: its bank (a disk tier's open file) is closed when the replay
+    ends, and when a call raises mid-way."""
+    from pipeline import replay
+    from pipeline.history_bank import HistoryBank
+
+    closed, calls = [], []
+    real_close, real_predict = HistoryBank.close, CausalRollout.predict_x0
+    monkeypatch.setattr(HistoryBank, "close", lambda self: (closed.append(self), real_close(self)))
+
+    def predict(self, attn, x, t):
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise RuntimeError("interrupted")
+        return real_predict(self, attn, x, t)
+
+    monkeypatch.setattr(CausalRollout, "predict_x0", predict)
+    path = FIXTURES / "gen_latentmem_avgpool.pt"
+    trace = load_fixture(path.name)
+    rcfg = replay.rollout_config(trace, path.parent)
+    model = replay.build_model(trace["config"], path.parent)
+    method = replay.build_method(rcfg, model, tuple(trace["noise"].shape[2:]))
+    if fail_at is None:
+        errors, _, log = replay.replay_calls(model, rcfg, method, trace)
+        assert len(errors) == len(trace["calls"]) and log
+    else:
+        with pytest.raises(RuntimeError, match="interrupted"):
+            replay.replay_calls(model, rcfg, method, trace)
+    assert len(closed) == 1
