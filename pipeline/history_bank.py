@@ -217,22 +217,28 @@ def frame_bytes(num_layers: int, batch: int, tokens_per_frame: int, num_heads: i
     return payload + (2 * num_layers * batch * num_heads * 4 if make_codec(dtype).has_scale else 0)
 
 
+def bank_capacity(cfg: ModelKwargs, num_frames: int, per_frame: int) -> tuple[int | None, int]:
+    """-> (the budget in frames, None without one; the most frames the bank of a `num_frames` video holds).
+    Every frame that leaves the window is banked; a budget caps them."""
+    banked = max(num_frames - cfg.local_attn_size, 1)
+    if cfg.memory_budget_gb is None:
+        return None, banked
+    max_frames = math.floor(cfg.memory_budget_gb * GB / per_frame)
+    if max_frames <= cfg.recent_exclude:
+        raise ConfigError(
+            f"model_kwargs.memory_budget_gb {cfg.memory_budget_gb} holds {max_frames} banked frames of {per_frame / 1e6:.4g} MB; "
+            f"the recency guard (recent_exclude {cfg.recent_exclude}) needs at least {cfg.recent_exclude + 1}: "
+            f"set memory_budget_gb >= {(cfg.recent_exclude + 1) * per_frame / GB:.4g}")
+    return max_frames, min(banked, max_frames)
+
+
 def build_history_bank(cfg: ModelKwargs, num_layers: int, batch: int, tokens_per_frame: int, num_heads: int,
                        head_dim: int, num_frames: int, compute: torch.device, dtype: torch.dtype) -> tuple[HistoryBank, str]:
     """The bank of one rollout of `num_frames` frames as the config asks (dtype, budget, policy, tier);
     -> (bank, which tier and why)."""
     per_frame = frame_bytes(num_layers, batch, tokens_per_frame, num_heads, head_dim, dtype)
-    max_frames = None
-    if cfg.memory_budget_gb is not None:
-        max_frames = math.floor(cfg.memory_budget_gb * GB / per_frame)
-        if max_frames <= cfg.recent_exclude:
-            raise ConfigError(
-                f"model_kwargs.memory_budget_gb {cfg.memory_budget_gb} holds {max_frames} banked frames of {per_frame / 1e6:.4g} MB; "
-                f"the recency guard (recent_exclude {cfg.recent_exclude}) needs at least {cfg.recent_exclude + 1}: "
-                f"set memory_budget_gb >= {(cfg.recent_exclude + 1) * per_frame / GB:.4g}")
-    banked = max(num_frames - cfg.local_attn_size, 1)  # frames that ever leave the window
-    planned = per_frame * (banked if max_frames is None else min(banked, max_frames))
-    choice = choose_tier(cfg.memory_device, cfg.memory_folder, planned, compute)
+    max_frames, held = bank_capacity(cfg, num_frames, per_frame)
+    choice = choose_tier(cfg.memory_device, cfg.memory_folder, held * per_frame, compute)
     bank = HistoryBank(num_layers, batch, tokens_per_frame, num_heads, head_dim, choice.tier, dtype, compute,
                        max_frames=max_frames, eviction=EVICTION_POLICIES[cfg.memory_eviction](),
                        recent_guard=cfg.recent_exclude)

@@ -14,12 +14,14 @@ prints the plan of a config with fit verdicts for the given GPU sizes (no weight
 from __future__ import annotations
 
 import argparse
+import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
 from pipeline.generation_config import GenerationConfig
+from pipeline.history_bank import bank_capacity, frame_bytes
 from utils.config import ConfigError
 from utils.dtypes import resolve_dtype
 from wan.geometry import LatentGeometry
@@ -27,6 +29,7 @@ from wan.model_config import WanModelConfig, model_preset
 from utils.checkpoint_io import load_checkpoint
 
 GB = 1e9
+DISK = "disk:"  # device name prefix of the disk tier's folder in the plan
 PHASES = ("encode prompts", "load", "rollout", "decode")
 # Wan's VAE decodes one latent frame (4 video frames) at a time at `base_dim` channels at full resolution;
 # about this many such tensors are alive at its peak (input, norm, conv output, causal feature cache).
@@ -124,9 +127,22 @@ def kv_frame_bytes(mcfg: WanModelConfig, geometry: LatentGeometry, dtype: torch.
     return mcfg.num_layers * 2 * geometry.tokens_per_frame * mcfg.dim * dtype.itemsize
 
 
-def bank_frames(cfg: GenerationConfig) -> int:
-    """Frames the history bank holds at the end of the run (every frame that left the window)."""
-    return max(cfg.num_output_frames - cfg.model_kwargs.local_attn_size, 1)
+def bank_item(cfg: GenerationConfig, mcfg: WanModelConfig, geometry: LatentGeometry, dev: str, dtype: torch.dtype) -> PlanItem:
+    """The history bank at its largest: the whole video's evicted frames, or the budget's frames (K/V plus the
+    float8 scales), on its tier; the disk tier is checked against its folder's free space."""
+    mk = cfg.model_kwargs
+    bank_dtype = resolve_dtype(mk.memory_dtype, dtype)
+    per_frame = frame_bytes(mcfg.num_layers, 1, geometry.tokens_per_frame, mcfg.num_heads, mcfg.head_dim, bank_dtype)
+    budget, frames = bank_capacity(mk, cfg.num_output_frames, per_frame)
+    smaller = "model_kwargs.memory_budget_gb" if budget is None else "a smaller model_kwargs.memory_budget_gb"
+    if bank_dtype.itemsize > 1:
+        smaller += ", model_kwargs.memory_dtype=float8_e4m3fn"
+    if mk.memory_device == "disk":
+        device, fix = f"{DISK}{mk.memory_folder}", f"{smaller} or a model_kwargs.memory_folder with more room"
+    else:
+        device = dev if mk.memory_device == "auto" else mk.memory_device
+        fix = f"model_kwargs.memory_device=cpu, {smaller}" if torch.device(device).type == "cuda" else smaller
+    return PlanItem(f"history bank ({frames} frames)", device, frames * per_frame, ("rollout",), fix)
 
 
 def rollout_activation_bytes(cfg: GenerationConfig, mcfg: WanModelConfig, geometry: LatentGeometry,
@@ -172,12 +188,7 @@ def memory_plan(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype)
                  "model_kwargs.local_attn_size"),
     ]
     if cfg.uses_bank:
-        bank_device = dev if mk.memory_device == "auto" else mk.memory_device
-        bank_dtype = resolve_dtype(mk.memory_dtype, dtype)
-        fix = ("model_kwargs.memory_device=cpu" if torch.device(bank_device).type == "cuda"
-               else "fewer num_output_frames") + (", model_kwargs.memory_dtype=bfloat16" if bank_dtype == torch.float32 else "")
-        items.append(PlanItem(f"history bank ({bank_frames(cfg)} frames)", bank_device,
-                              bank_frames(cfg) * kv_frame_bytes(mcfg, geometry, bank_dtype), ("rollout",), fix))
+        items.append(bank_item(cfg, mcfg, geometry, dev, dtype))
     items += [
         PlanItem("rollout activations", dev, rollout_activation_bytes(cfg, mcfg, geometry, dtype, device), ("rollout",),
                  lower, estimate=True),
@@ -210,7 +221,13 @@ def format_plan(items: list[PlanItem]) -> str:
 
 
 def free_bytes(device: str) -> int:
-    """Free memory of `device`: available RAM for the CPU, torch.cuda.mem_get_info for a GPU."""
+    """Free memory of `device`: available RAM for the CPU, torch.cuda.mem_get_info for a GPU, free space of the
+    disk tier's folder (or of its nearest existing parent, where the folder will be made)."""
+    if device.startswith(DISK):
+        folder = Path(device.removeprefix(DISK)).absolute()
+        while not folder.exists():
+            folder = folder.parent
+        return shutil.disk_usage(folder).free
     dev = torch.device(device)
     if dev.type == "cuda":
         return torch.cuda.mem_get_info(dev)[0]

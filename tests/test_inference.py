@@ -244,3 +244,19 @@ def test_config_error_through_the_launcher_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: command-line override 'num_output_frames=20' (on configs/demo_native.yaml): num_output_frames 20 must be "
         "a positive multiple of num_frame_per_block 3"]
+
+
+@pytest.mark.slow
+def test_demo_with_a_budgeted_disk_bank_leaves_no_file(tmp_path):
+    """memory_device disk through the whole launch (the plan checks the folder's free space) with a budget."""
+    folder = tmp_path / "bank"
+    run([sys.executable, "inference.py", "--config", "configs/demo_latentmem.yaml", f"output_folder={tmp_path / 'out'}",
+         "num_output_frames=30", "prompts=[a red fox in snow]", "model_kwargs.memory_device=disk",
+         f"model_kwargs.memory_folder={folder}", "model_kwargs.memory_budget_gb=0.0002"])
+    log = json.loads((tmp_path / "out" / "0000-0.context.json").read_text())
+    assert log["history_bank"].startswith(f"history bank on disk ({folder})") and "budget 12 frames" in log["history_bank"]
+    decisions = [b["retrieval"] for b in log["blocks"] if b["retrieval"]]
+    gone = [f for d in decisions for f in d["evicted_frames"]]
+    assert gone and max(d["num_banked"] for d in decisions) == 12
+    assert all(not set(d["selected_frames"][0]) & set(gone) for d in decisions[-1:])  # only banked frames come back
+    assert list(folder.iterdir()) == []

@@ -118,3 +118,38 @@ def test_retrieval_encoder_is_loaded_without_its_decoder():
     names = [name for name, _ in descriptor.encoder.named_parameters()]
     assert names and all(name.startswith("encoder.") for name in names)
     assert descriptor(torch.randn(1, 2, 16, 8, 8)).shape == (1, 2, 32)
+
+
+FRAMES_120S = "num_output_frames=480"
+FP8_FRAME = KV_FRAME_BF16 // 2 + 2 * 30 * 12 * 4  # float8 K/V plus a float32 scale per layer, k|v and head
+
+
+@pytest.mark.parametrize("dtype, per_frame", [("bfloat16", KV_FRAME_BF16), ("float8_e4m3fn", FP8_FRAME)])
+def test_budget_caps_the_planned_bank(dtype, per_frame):
+    """A 120 s run with a 16 GB budget plans 16 GB of bank, not the 135 GB of an unbounded bank."""
+    cfg = load_inference_config("configs/longlive_latentmem.yaml", [
+        FRAMES_120S, "model_kwargs.memory_device=cpu", "model_kwargs.memory_budget_gb=16", f"model_kwargs.memory_dtype={dtype}"])
+    frames = int(16 * GB // per_frame)
+    items = plan(cfg, CUDA, BF16)
+    bank = [i for i in items if i.component.startswith("history bank")]
+    assert [(i.component, i.device, i.nbytes) for i in bank] == [(f"history bank ({frames} frames)", "cpu", frames * per_frame)]
+    check_fits(items, {"cuda": 48 * GB, "cpu": 24 * GB})
+
+
+def test_unbounded_bank_that_does_not_fit_names_the_budget():
+    cfg = load_inference_config("configs/longlive_latentmem.yaml", [FRAMES_120S, "model_kwargs.memory_device=cpu"])
+    with pytest.raises(MemoryPlanError, match=r"history bank \(468 frames\) \(134.57 GB\): set model_kwargs.memory_budget_gb"):
+        check_fits(plan(cfg, CUDA, BF16), {"cuda": 48 * GB, "cpu": 24 * GB})
+
+
+def test_disk_tier_is_planned_against_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "bank" / "new"  # made by the run: its nearest existing parent's disk counts
+    cfg = load_inference_config("configs/longlive_latentmem.yaml", [
+        FRAMES_120S, "model_kwargs.memory_device=disk", f"model_kwargs.memory_folder={folder}"])
+    items = plan(cfg, CUDA, BF16)
+    assert [i.device for i in items if i.component.startswith("history bank")] == [f"disk:{folder}"]
+    seen = []
+    monkeypatch.setattr(memory_plan.shutil, "disk_usage", lambda path: seen.append(path) or type("U", (), {"free": 100 * GB}))
+    assert memory_plan.free_bytes(f"disk:{folder}") == 100 * GB and seen == [tmp_path]
+    with pytest.raises(MemoryPlanError, match=f"on disk:{folder} .*a model_kwargs.memory_folder with more room"):
+        check_fits(items, {"cuda": 80 * GB, f"disk:{folder}": 100 * GB})
