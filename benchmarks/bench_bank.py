@@ -1,12 +1,20 @@
 """The bounded, tiered history bank: memory, retrieval agreement under a budget, speed, fp8 accuracy.
 
-    python benchmarks/bench_bank.py [--rounds 2] [--mid-frames 45] [--demo-frames 1200] [--skip-demo]
-    python benchmarks/bench_bank.py --full-size      # on a GPU only
+    python benchmarks/bench_bank.py                      # a few minutes on 2 CPU cores (small model, short launches)
+    python benchmarks/bench_bank.py --model mid --frames 45 --launch-frames 1200   # the issue's full measurement
+    python benchmarks/bench_bank.py --full-size          # on a GPU only
 
 Prints (CPU):
-  1. peak resident memory of `bash inference.sh demo latentmem num_output_frames=N` without and with a
-     memory budget, sampled over the run (every process of the launch), and the growth over the
-     last half of the run (flat once the bank is full);
+  1. memory of the demo (`configs/demo_latentmem.yaml`): (a) per block, in this process, the resident
+     memory after each block of a `--demo-frames` rollout of native, latentmem without a budget and
+     latentmem with `--demo-budget-gb`; after the budgeted bank is full, each run's growth per frame
+     (least-squares slope). What legitimately grows with the video in every method is native's slope:
+     the output latents (allocated for the whole video, paged in as frames are written) and the
+     context log; latentmem adds its retrieval log and one descriptor per frame. `budget_held`: the
+     budgeted run grows per frame by at most native's slope plus a quarter of the bank's own bytes per
+     frame (an unbounded bank grows by all of them). (b) the peak resident memory of the whole launch
+     `bash inference.sh demo latentmem num_output_frames=N` (every process of it, the VAE decode and
+     ffmpeg included) with and without the budget;
   2. host memory the bank needs at full size (Wan2.1-1.3B, 480x832, 3-frame blocks, window 12) for
      30 s / 60 s / 120 s / 10 min per dtype, and with a 32 GB budget, from the bank's own
      per-frame allocation size;
@@ -14,16 +22,19 @@ Prints (CPU):
      (toydatasets/make_toy_latents.py, avg-pool descriptors): the share of blocks whose top-K equals the
      unbounded bank's, the share of selected frames in common, and the revisit hit rate, per eviction
      policy and budget;
-  4. on the mid-size model (dim 512, 8 layers, frame [16, 30, 52]), latentmem over native per block in
-     one run (alternating rounds; blocks where a full K is retrieved, paired with the same blocks of
-     native), prefetched vs plain loop bit-identity, and the fp8 bank's final-latent difference from a
-     bf16 bank plus whether the retrieved indices change.
+  4. on the `--model` (small: dim 256, 4 layers, frame [16, 16, 26]; mid: dim 512, 8 layers, frame
+     [16, 30, 52]), native and latentmem rolled out in lockstep, block by block, alternating which goes
+     first: latentmem over native on the blocks where a full K is retrieved, with the time latentmem
+     spends per such block describing, banking, selecting and gathering; the prefetched vs plain loop
+     bit-identity; the fp8 bank's final-latent difference from a bf16 bank and whether the retrieved
+     indices change.
 With --full-size (needs CUDA): Wan2.1-1.3B with random weights, end-to-end FPS of native and latentmem,
 with and without prefetch, per bank tier. The last line is one JSON object with every figure.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -36,29 +47,130 @@ from pathlib import Path
 import torch
 
 from ae.model import AEConfig, RetrievalAutoencoder
+from inference_job.config import load_inference_config
 from pipeline.bank_eviction import EVICTION_POLICIES
 from pipeline.bank_storage import MemoryTier
+from pipeline.build import build_components, build_context_method
 from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor
-from pipeline.build import build_context_method
 from pipeline.history_bank import HistoryBank, frame_bytes
+from pipeline.prompt_schedule import PromptSchedule
 from pipeline.retrieval import TopKRetrieval
 from pipeline.retrieval_memory import RetrievalMemory
-from pipeline.rollout import generate
+from pipeline.rollout import CausalRollout, generate
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
+from pipeline.sample import sample_video
 from toydatasets.make_toy_latents import ToyConfig, make_scene_bank, make_video
 from wan.geometry import LatentGeometry
 from wan.model import CausalWanModel
 from wan.model_config import WanModelConfig, model_preset
 
 ROOT = Path(__file__).resolve().parents[1]
-MID = WanModelConfig(dim=512, ffn_dim=2048, freq_dim=256, text_dim=512, text_len=16, num_heads=8, num_layers=8)
-MID_FRAME = (16, 30, 52)
+MODELS = {  # name -> (model config, latent frame [C, H, W])
+    "small": (WanModelConfig(dim=256, ffn_dim=1024, freq_dim=256, text_dim=512, text_len=16, num_heads=4, num_layers=4), (16, 16, 26)),
+    "mid": (WanModelConfig(dim=512, ffn_dim=2048, freq_dim=256, text_dim=512, text_len=16, num_heads=8, num_layers=8), (16, 30, 52)),
+}
 FULL_SIZE_HW = (60, 104)  # 480x832 through the 8x VAE
 LATENT_FPS = 4  # 16 video fps / VAE temporal stride 4
 GB = 1e9
+DEMO_PROMPT = "A red fox trotting through fresh snow in a birch forest at sunrise."
 
 
-# ---- 1. peak resident memory of the demo -------------------------------------------------------
+# ---- 1. memory of the demo --------------------------------------------------------------------
+
+def resident_bytes(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class ResidentPerBlock:
+    """A context policy that records the process's resident memory after each block of the policy it wraps."""
+
+    def __init__(self, policy):
+        self.policy, self.rss = policy, []
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)
+
+    def end_block(self, block, context, x0, kv) -> dict:
+        out = self.policy.end_block(block, context, x0, kv)
+        self.rss.append(resident_bytes())
+        return out
+
+
+def demo_rollout_rss(config: str, frames: int, overrides: list[str]) -> tuple[list[int], list[dict]]:
+    """One demo video's rollout (the components `inference.sh demo` builds) -> (resident bytes after each
+    block, context log)."""
+    cfg = load_inference_config(config, [f"num_output_frames={frames}", f"prompts=[{DEMO_PROMPT}]", *overrides])
+    parts = build_components(cfg, torch.device("cpu"), torch.float32, [DEMO_PROMPT])
+    probes = []
+
+    def probed(setup):
+        probes.append(ResidentPerBlock(parts.method.policy(setup)))
+        return probes[-1]
+
+    parts = dataclasses.replace(parts, method=dataclasses.replace(parts.method, policy=probed))
+    result = sample_video(DEMO_PROMPT, 0, cfg, parts, progress=False)
+    return probes[0].rss, result.context_log
+
+
+def slope(values: list[int]) -> float:
+    """Least-squares slope of `values` per index."""
+    n = len(values)
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    return sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values)) / sum((i - mean_x) ** 2 for i in range(n))
+
+
+def demo_memory(frames: int, budget_gb: float) -> dict:
+    latentmem = "configs/demo_latentmem.yaml"
+    runs = {"native": demo_rollout_rss("configs/demo_native.yaml", frames, []),
+            "unbounded": demo_rollout_rss(latentmem, frames, []),
+            "budget": demo_rollout_rss(latentmem, frames, [f"model_kwargs.memory_budget_gb={budget_gb}"])}
+    log = runs["budget"][1]
+    full = next(i for i, e in enumerate(log) if e.get("retrieval") and e["retrieval"]["evicted_frames"])
+    nf = len(log[0]["queries"])
+    cfg = load_inference_config(latentmem, [])
+    mcfg = model_preset(cfg.model_preset)
+    tokens = LatentGeometry.of(mcfg, cfg.latent_height, cfg.latent_width).tokens_per_frame
+    bank_frame = frame_bytes(mcfg.num_layers, 1, tokens, mcfg.num_heads, mcfg.head_dim, torch.float32)
+    out = {"frames": frames, "budget_gb": budget_gb, "bank_full_at_block": full, "blocks": len(log),
+           "bank_bytes_per_frame": bank_frame,
+           "latent_bytes_per_frame": mcfg.in_dim * cfg.latent_height * cfg.latent_width * 4,
+           "max_banked": max(e["num_banked"] for e in log)}
+    for name, (rss, _) in runs.items():
+        out[name] = {"rss_mb_at_full": round(rss[full] / 1e6, 1), "rss_mb_end": round(rss[-1] / 1e6, 1),
+                     "bytes_per_frame_after_full": round(slope(rss[full:]) / nf)}
+    excess = out["budget"]["bytes_per_frame_after_full"] - out["native"]["bytes_per_frame_after_full"]
+    out["budget_excess_bytes_per_frame"] = excess
+    out["budget_held"] = excess <= 0.25 * bank_frame
+    return out
+
+
+def launch_peak_rss(frames: int, overrides: list[str], out: Path) -> dict:
+    """Peak resident memory of `bash inference.sh demo latentmem` (one video), summed over every process of the launch."""
+    cmd = ["bash", "inference.sh", "demo", "latentmem", f"num_output_frames={frames}", f"output_folder={out}",
+           f"prompts=[{DEMO_PROMPT}]", *overrides]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    peak, start = 0, time.perf_counter()
+
+    def sample() -> None:
+        nonlocal peak
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(proc.pid))
+            time.sleep(0.25)
+
+    watcher = threading.Thread(target=sample)
+    watcher.start()
+    output = proc.communicate()[0]
+    watcher.join()
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
+    record = json.loads((out / "0000-0.json").read_text())
+    return {"peak_rss_mb": round(peak / 1e6, 1), "seconds": round(time.perf_counter() - start, 1),
+            "rollout_seconds": round(record["rollout_seconds"], 1), "decode_seconds": round(record["decode_seconds"], 1)}
+
 
 def tree_rss(root: int) -> int:
     """Resident bytes of `root` and all its descendants (from /proc)."""
@@ -75,39 +187,10 @@ def tree_rss(root: int) -> int:
         pid = todo.pop()
         todo += children.get(pid, [])
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+            total += resident_bytes(pid)
         except OSError:
             pass
     return total
-
-
-def demo_peak_rss(frames: int, overrides: list[str], out: Path) -> dict:
-    cmd = ["bash", "inference.sh", "demo", "latentmem", f"num_output_frames={frames}", f"output_folder={out}", *overrides]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    samples: list[tuple[float, int]] = []
-    start = time.perf_counter()
-
-    def sample() -> None:
-        while proc.poll() is None:
-            samples.append((time.perf_counter() - start, tree_rss(proc.pid)))
-            time.sleep(0.25)
-
-    watcher = threading.Thread(target=sample)
-    watcher.start()
-    output = proc.communicate()[0]
-    watcher.join()
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
-    # the generation phase: samples while the rollout runs (the VAE decode follows it)
-    rss = [r for _, r in samples]
-    half = rss[len(rss) // 2 :]
-    log = json.loads(next(out.glob("*.retrieval.json")).read_text())
-    return {"peak_rss_mb": round(max(rss) / 1e6, 1), "growth_last_half_mb": round((max(half) - half[0]) / 1e6, 1),
-            "seconds": round(samples[-1][0], 1), "history_bank": log["history_bank"],
-            "evicted_frames": sum(len(b["evicted_frames"]) for b in log["blocks"])}
 
 
 # ---- 2. full-size memory table -----------------------------------------------------------------
@@ -186,104 +269,169 @@ def revisit_hits(videos, selections, rcfg: RolloutConfig) -> float:
     return round(hits / max(total, 1), 3)
 
 
-# ---- 4. mid-size speed, prefetch identity, fp8 accuracy ----------------------------------------
+# ---- 4. speed, prefetch identity, fp8 accuracy ---------------------------------------------------
 
 def context_policy(cfg: RolloutConfig, descriptor):
     """The policy of `cfg`'s method; `descriptor` feeds latentmem's retrieval ("ae": the retrieval encoder)."""
     return build_context_method(cfg, lambda: TopKRetrieval(descriptor, "ae")).policy
 
 
-def mid_rollout(model, cfg: RolloutConfig, frames: int, descriptor):
+def model_inputs(mcfg: WanModelConfig, frame: tuple[int, int, int], frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    noise = torch.randn(1, frames, *MID_FRAME, generator=g)
-    prompt = torch.randn(1, MID.text_len, MID.text_dim, generator=g)
-    return generate(model, cfg, noise, prompt, lambda shape: torch.randn(shape, generator=g), context_policy(cfg, descriptor))
+    return torch.randn(1, frames, *frame, generator=g), torch.randn(1, mcfg.text_len, mcfg.text_dim, generator=g)
 
 
-def retrievals(result) -> list[dict]:
-    """Retrieval entries of the blocks that retrieved, from the context log."""
-    return [e["retrieval"] for e in result.context_log if e.get("retrieval") is not None]
+def renoise_source(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return lambda shape: torch.randn(shape, generator=g)
 
 
-def steady_blocks(result, cfg: RolloutConfig) -> list[int]:
+def rollout(model, cfg: RolloutConfig, frame, frames: int, descriptor):
+    noise, prompt = model_inputs(model.cfg, frame, frames)
+    return generate(model, cfg, noise, prompt, renoise_source(), context_policy(cfg, descriptor))
+
+
+class StepTimer:
+    """Wall time of the latentmem policy's own steps per block (wrapping its memory's and bank's methods)."""
+
+    STEPS = {"describe": ("memory", "index"), "bank": ("memory", "bank_frames"), "select+gather": ("memory", "retrieve"),
+             "prefetch (select+gather)": ("memory", "prefetch")}
+
+    def __init__(self, policy):
+        self.ms: dict[str, dict[int, float]] = {name: {} for name in self.STEPS}
+        self.block = 0
+        for name, (owner, method) in self.STEPS.items():
+            target = getattr(policy, owner)
+            setattr(target, method, self._timed(name, getattr(target, method)))
+
+    def _timed(self, name, fn):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.ms[name][self.block] = self.ms[name].get(self.block, 0.0) + (time.perf_counter() - start) * 1000
+            return out
+        return run
+
+
+def lockstep(model, frame, frames: int, descriptor) -> dict:
+    """native and latentmem rolled out block by block in one loop, alternating which runs first, so both see
+    the same machine load. -> per method its ms per block and context log; latentmem's step timings."""
+    noise, prompt = model_inputs(model.cfg, frame, frames)
+    cfgs = {"native": RolloutConfig(), "latentmem": RolloutConfig(method="latentmem")}
+    rollouts = {name: CausalRollout(model, cfg, context_policy(cfg, descriptor), [prompt], frame, frames)
+                for name, cfg in cfgs.items()}
+    renoise = {name: renoise_source() for name in cfgs}
+    timer = StepTimer(rollouts["latentmem"].policy)
+    ms = {name: [] for name in cfgs}
+    try:
+        for block in PromptSchedule.single("").blocks(frames, cfgs["native"].num_frame_per_block):
+            timer.block = block.index
+            for name in list(cfgs)[:: 1 if block.index % 2 == 0 else -1]:
+                r, start = rollouts[name], time.perf_counter()
+                attn = r.begin_block(block)
+                x0 = r.denoise_block(attn, noise[:, block.frames[0] : block.frames[-1] + 1], renoise[name])
+                _, kv = r.recache(attn, x0, renoise[name])
+                r.end_block(block, attn, x0, kv)
+                ms[name].append((time.perf_counter() - start) * 1000)
+    finally:
+        for r in rollouts.values():
+            r.policy.close()
+    return {"ms": ms, "log": rollouts["latentmem"].context_log, "steps": timer.ms}
+
+
+def retrievals(log: list[dict]) -> list[dict]:
+    """Retrieval entries of the blocks that retrieved, from a context log."""
+    return [e["retrieval"] for e in log if e.get("retrieval") is not None]
+
+
+def steady_blocks(log: list[dict], cfg: RolloutConfig) -> list[int]:
     """Blocks that retrieve a full K (the attention size is then the same as native's)."""
-    return [e["block_start_frame"] // cfg.num_frame_per_block for e in retrievals(result)
+    return [e["block_start_frame"] // cfg.num_frame_per_block for e in retrievals(log)
             if len(e["selected_pool_indices"][0]) == cfg.model_kwargs.memory_size]
 
 
-def mid_size(frames: int, rounds: int) -> dict:
+def speed_and_accuracy(model_name: str, frames: int, rounds: int) -> dict:
+    mcfg, frame = MODELS[model_name]
     torch.manual_seed(0)
-    model = CausalWanModel(MID).eval()
-    descriptor = EncoderDescriptor(RetrievalAutoencoder(AEConfig(spatial_h=MID_FRAME[1], spatial_w=MID_FRAME[2])).eval())
-    native_cfg, mem_cfg = RolloutConfig(), RolloutConfig(method="latentmem")
-    ratios, native_ms, mem_ms = [], [], []
+    model = CausalWanModel(mcfg).eval()
+    descriptor = EncoderDescriptor(RetrievalAutoencoder(AEConfig(spatial_h=frame[1], spatial_w=frame[2])).eval())
+    native_ms, mem_ms, steps = [], [], {}
     for _ in range(rounds):
-        native = mid_rollout(model, native_cfg, frames, None)
-        mem = mid_rollout(model, mem_cfg, frames, descriptor)
-        blocks = steady_blocks(mem, mem_cfg)
-        n = statistics.mean(native.ms_per_block[b] for b in blocks)
-        m = statistics.mean(mem.ms_per_block[b] for b in blocks)
-        native_ms.append(n)
-        mem_ms.append(m)
-        ratios.append(m / n)
-    plain = mid_rollout(model, RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(memory_prefetch=False)), frames, descriptor)
-    bf16 = mid_rollout(model, RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(memory_dtype="bfloat16")), frames, descriptor)
-    fp8 = mid_rollout(model, RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(memory_dtype="float8_e4m3fn")), frames, descriptor)
+        run = lockstep(model, frame, frames, descriptor)
+        blocks = steady_blocks(run["log"], RolloutConfig(method="latentmem"))
+        native_ms += [run["ms"]["native"][b] for b in blocks]
+        mem_ms += [run["ms"]["latentmem"][b] for b in blocks]
+        for name, per_block in run["steps"].items():
+            steps.setdefault(name, []).extend(per_block.get(b, 0.0) for b in blocks)
+    mem = lambda **kw: RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(**kw))  # noqa: E731
+    prefetched, plain = rollout(model, mem(), frame, frames, descriptor), rollout(model, mem(memory_prefetch=False), frame, frames, descriptor)
+    bf16 = rollout(model, mem(memory_dtype="bfloat16"), frame, frames, descriptor)
+    fp8 = rollout(model, mem(memory_dtype="float8_e4m3fn"), frame, frames, descriptor)
     diff = (fp8.latents - bf16.latents).abs()
-    picks = lambda r: [e["selected_pool_indices"] for e in retrievals(r)]  # noqa: E731
-    changed = sum(a != b for a, b in zip(picks(fp8), picks(bf16)))
+    picks = lambda r: [e["selected_pool_indices"] for e in retrievals(r.context_log)]  # noqa: E731
     return {
-        "frames": frames, "steady_blocks": len(blocks), "rounds": rounds,
-        "native_ms_per_block": round(min(native_ms), 1), "latentmem_ms_per_block": round(min(mem_ms), 1),
-        "latentmem_over_native_per_round": [round(r, 3) for r in ratios],
-        "latentmem_over_native_steady": round(min(mem_ms) / min(native_ms), 3),
-        "prefetch_bit_identical": torch.equal(plain.latents, mem.latents) and plain.context_log == mem.context_log,
+        "model": model_name, "frames": frames, "rounds": rounds, "steady_blocks": len(native_ms),
+        "native_ms_per_block": round(statistics.mean(native_ms), 1), "latentmem_ms_per_block": round(statistics.mean(mem_ms), 1),
+        "latentmem_over_native_per_block": [round(m / n, 3) for m, n in zip(mem_ms, native_ms)],
+        "latentmem_over_native_steady": round(sum(mem_ms) / sum(native_ms), 3),
+        "latentmem_steps_ms_per_block": {name: round(statistics.mean(v), 1) for name, v in steps.items()},
+        "prefetch_bit_identical": torch.equal(plain.latents, prefetched.latents) and plain.context_log == prefetched.context_log,
         "fp8_vs_bf16_max_abs": float(diff.max()), "fp8_vs_bf16_mean_abs": float(diff.mean()),
         "latent_std": float(bf16.latents.std()),
-        "fp8_blocks_with_other_indices": changed, "retrieving_blocks": len(retrievals(fp8)),
+        "fp8_blocks_with_other_indices": sum(a != b for a, b in zip(picks(fp8), picks(bf16))),
+        "retrieving_blocks": len(retrievals(fp8.context_log)),
     }
 
 
 # ---- GPU: full size ----------------------------------------------------------------------------
 
-def full_size(frames: int) -> dict:
-    device = torch.device("cuda")
+def full_size(frames: int, budget_gb: float, device: torch.device, hw: tuple[int, int] = FULL_SIZE_HW,
+              tiers: tuple[str, ...] = ("cuda", "cpu", "disk")) -> dict:
+    """End-to-end latent frames per second of Wan2.1-1.3B (random weights, bf16 as inference runs it) for
+    native and for latentmem on each bank tier (`budget_gb` each, so every tier holds the same bank), with and
+    without prefetch."""
     cfg = model_preset("wan2.1-t2v-1.3b")
-    model = CausalWanModel(cfg).to(device, torch.bfloat16).eval()
-    descriptor = EncoderDescriptor(RetrievalAutoencoder(AEConfig()).to(device).eval())
-    g = torch.Generator().manual_seed(0)
-    noise = torch.randn(1, frames, 16, *FULL_SIZE_HW, generator=g)
-    prompt = torch.randn(1, cfg.text_len, cfg.text_dim, generator=g)
-    out = {}
+    dtype = torch.bfloat16
+    model = CausalWanModel(cfg).to_inference_dtype(dtype).to(device).eval()
+    descriptor = EncoderDescriptor(RetrievalAutoencoder(AEConfig(spatial_h=hw[0], spatial_w=hw[1])).to(device).eval())
+    noise, prompt = model_inputs(cfg, (cfg.in_dim, *hw), frames)
+    out = {"frames": frames, "budget_gb": budget_gb}
     with tempfile.TemporaryDirectory(dir=ROOT) as folder:
         settings = {"native": RolloutConfig()}
-        for tier in ("cuda", "cpu", "disk"):
+        for tier in tiers:
             for prefetch in (True, False):
                 settings[f"latentmem_{tier}_{'prefetch' if prefetch else 'plain'}"] = RolloutConfig(method="latentmem", model_kwargs=ModelKwargs(
-                    memory_device=tier, memory_prefetch=prefetch,
+                    memory_device=tier, memory_prefetch=prefetch, memory_budget_gb=budget_gb,
                     memory_folder=folder if tier == "disk" else None))
         for name, rcfg in settings.items():
+            rcfg.validate()
             start = time.perf_counter()
-            generate(model, rcfg, noise, prompt, lambda shape: torch.randn(shape, generator=g), context_policy(rcfg, descriptor))
-            torch.cuda.synchronize()
-            out[f"{name}_latent_fps"] = round(frames / (time.perf_counter() - start), 2)
+            generate(model, rcfg, noise, prompt, renoise_source(), context_policy(rcfg, descriptor))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            out[f"{name}_latent_fps"] = round(frames / (time.perf_counter() - start), 3)
             print(f"{name}: {out[f'{name}_latent_fps']} latent frames/s", flush=True)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating native / latentmem rounds on the mid-size model")
-    parser.add_argument("--mid-frames", type=int, default=45, help="latent frames of the mid-size rollouts")
-    parser.add_argument("--demo-frames", type=int, default=1200, help="latent frames of the demo runs (peak RSS)")
-    parser.add_argument("--demo-budget-gb", type=float, default=0.002, help="memory_budget_gb of the budgeted demo run")
-    parser.add_argument("--skip-demo", action="store_true", help="skip the two demo runs (figure 1)")
-    parser.add_argument("--skip-toy", action="store_true", help="skip the toy retrieval agreement (figure 3)")
-    parser.add_argument("--skip-mid", action="store_true", help="skip the mid-size model (figure 4)")
-    parser.add_argument("--toy-videos", type=int, default=8)
+    parser.add_argument("--model", choices=list(MODELS), default="small", help="model of figure 4 (mid: the issue's)")
+    parser.add_argument("--frames", type=int, default=30, help="latent frames of the figure 4 rollouts (30: 2 full-K blocks)")
+    parser.add_argument("--rounds", type=int, default=1, help="lockstep native/latentmem rollouts of figure 4")
+    parser.add_argument("--demo-frames", type=int, default=1200, help="latent frames of the in-process demo rollouts (figure 1a)")
+    parser.add_argument("--demo-budget-gb", type=float, default=0.002, help="memory_budget_gb of the budgeted demo runs")
+    parser.add_argument("--launch-frames", type=int, default=60,
+                        help="latent frames of the two `inference.sh demo latentmem` launches (figure 1b; the VAE decode "
+                             "takes most of their time: 1200 frames take about 6 minutes each on 2 cores)")
+    parser.add_argument("--skip-demo", action="store_true", help="skip figure 1")
+    parser.add_argument("--skip-toy", action="store_true", help="skip figure 3")
+    parser.add_argument("--skip-speed", action="store_true", help="skip figure 4")
+    parser.add_argument("--toy-videos", type=int, default=4)
     parser.add_argument("--toy-frames", type=int, default=240)
     parser.add_argument("--full-size", action="store_true", help="GPU only: Wan2.1-1.3B, random weights, FPS per tier")
     parser.add_argument("--full-size-frames", type=int, default=120)
+    parser.add_argument("--full-size-budget-gb", type=float, default=8.0, help="bank budget of every tier at full size")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = parser.parse_args()
     if args.full_size and not torch.cuda.is_available():
@@ -291,38 +439,52 @@ def main() -> None:
                      "Run it on a GPU machine, or drop --full-size for the CPU figures.")
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
     figures: dict = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                     "note": "CPU shared with other jobs while measured"}
+                     "load_average_at_start": [round(x, 1) for x in os.getloadavg()]}
     if args.full_size:
-        figures["full_size"] = full_size(args.full_size_frames)
+        figures["full_size"] = full_size(args.full_size_frames, args.full_size_budget_gb, torch.device("cuda"))
         print(json.dumps(figures))
         return
-
     if not args.skip_demo:
-        with tempfile.TemporaryDirectory() as tmp:
-            unbounded = demo_peak_rss(args.demo_frames, [], Path(tmp) / "unbounded")
-            budget = demo_peak_rss(args.demo_frames, [f"model_kwargs.memory_budget_gb={args.demo_budget_gb}"], Path(tmp) / "budget")
-        figures["demo_unbounded"], figures["demo_budget"] = unbounded, budget
-        for name, f in (("no budget", unbounded), (f"budget {args.demo_budget_gb} GB", budget)):
-            print(f"demo latentmem {args.demo_frames} frames, {name}: peak RSS {f['peak_rss_mb']} MB, growth over the last half "
-                  f"{f['growth_last_half_mb']} MB, {f['evicted_frames']} evictions, {f['seconds']} s; {f['history_bank']}")
-
+        report_demo(figures, args)
     table = memory_table()
     figures["full_size_bank_gb"] = table
     print("full-size history bank (GB of host memory; Wan2.1-1.3B 480x832, window 12, 4 latent frames/s):")
     for length, row in table.items():
         print(f"  {length:>5}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
-
     if not args.skip_toy:
         report_toy(figures, args)
-    if not args.skip_mid:
-        report_mid(figures, args)
+    if not args.skip_speed:
+        report_speed(figures, args)
+    figures["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
     # null: not measured in this run (skipped)
-    figures["budget_held"] = None if args.skip_demo else (
-        figures["demo_budget"]["growth_last_half_mb"] < 0.5 * max(figures["demo_unbounded"]["growth_last_half_mb"], 1.0))
-    figures["prefetch_bit_identical"] = None if args.skip_mid else figures["mid"]["prefetch_bit_identical"]
-    figures["latentmem_over_native_steady"] = None if args.skip_mid else figures["mid"]["latentmem_over_native_steady"]
+    figures["budget_held"] = None if args.skip_demo else figures["demo_memory"]["budget_held"]
+    figures["prefetch_bit_identical"] = None if args.skip_speed else figures["speed"]["prefetch_bit_identical"]
+    figures["latentmem_over_native_steady"] = None if args.skip_speed else figures["speed"]["latentmem_over_native_steady"]
     print(json.dumps(figures))
+
+
+def report_demo(figures: dict, args: argparse.Namespace) -> None:
+    mem = demo_memory(args.demo_frames, args.demo_budget_gb)
+    figures["demo_memory"] = mem
+    print(f"demo rollout, {args.demo_frames} frames, resident memory per block (this process); the budgeted bank "
+          f"({mem['max_banked']} frames, {args.demo_budget_gb} GB) is full from block {mem['bank_full_at_block']} of {mem['blocks']}:")
+    for name in ("native", "unbounded", "budget"):
+        f = mem[name]
+        print(f"  {name:>9}: {f['rss_mb_at_full']} MB when full -> {f['rss_mb_end']} MB at the end, "
+              f"{f['bytes_per_frame_after_full']} bytes per frame after that")
+    print(f"  legitimate growth (native's slope): output latents {mem['latent_bytes_per_frame']} B/frame + context log; "
+          f"budgeted latentmem beyond it: {mem['budget_excess_bytes_per_frame']} B/frame (retrieval log, descriptors); "
+          f"the bank's own bytes per frame: {mem['bank_bytes_per_frame']}; budget held: {mem['budget_held']}")
+    with tempfile.TemporaryDirectory() as tmp:
+        unbounded = launch_peak_rss(args.launch_frames, [], Path(tmp) / "unbounded")
+        budget = launch_peak_rss(args.launch_frames, [f"model_kwargs.memory_budget_gb={args.demo_budget_gb}"], Path(tmp) / "budget")
+    figures["launch_unbounded"], figures["launch_budget"] = unbounded, budget
+    for name, f in (("no budget", unbounded), (f"budget {args.demo_budget_gb} GB", budget)):
+        print(f"bash inference.sh demo latentmem num_output_frames={args.launch_frames}, {name}: peak RSS {f['peak_rss_mb']} MB "
+              f"(all processes: torchrun, inference, ffmpeg), {f['seconds']} s (rollout {f['rollout_seconds']} s, "
+              f"decode {f['decode_seconds']} s)")
 
 
 def report_toy(figures: dict, args: argparse.Namespace) -> None:
@@ -336,14 +498,19 @@ def report_toy(figures: dict, args: argparse.Namespace) -> None:
                   f"revisit hit rate {f['revisit_hit_rate']}")
 
 
-def report_mid(figures: dict, args: argparse.Namespace) -> None:
-    mid = mid_size(args.mid_frames, args.rounds)
-    figures["mid"] = mid
-    print(f"mid-size ({args.mid_frames} frames, {mid['steady_blocks']} full-K blocks): native {mid['native_ms_per_block']} ms/block, "
-          f"latentmem {mid['latentmem_ms_per_block']} ms/block, ratio {mid['latentmem_over_native_steady']} "
-          f"(per round {mid['latentmem_over_native_per_round']}); prefetch bit-identical {mid['prefetch_bit_identical']}")
-    print(f"fp8 bank vs bf16 bank: final latents max |diff| {mid['fp8_vs_bf16_max_abs']:.3e}, mean {mid['fp8_vs_bf16_mean_abs']:.3e} "
-          f"(latent std {mid['latent_std']:.3f}); {mid['fp8_blocks_with_other_indices']} of {mid['retrieving_blocks']} blocks retrieved other indices")
+def report_speed(figures: dict, args: argparse.Namespace) -> None:
+    speed = speed_and_accuracy(args.model, args.frames, args.rounds)
+    figures["speed"] = speed
+    print(f"{args.model} model, {args.frames} frames, native and latentmem in lockstep x {args.rounds}: "
+          f"{speed['steady_blocks']} full-K blocks, native {speed['native_ms_per_block']} ms/block, latentmem "
+          f"{speed['latentmem_ms_per_block']} ms/block, ratio {speed['latentmem_over_native_steady']} "
+          f"(per block {speed['latentmem_over_native_per_block']})")
+    print("  latentmem's own steps per full-K block (ms): "
+          + ", ".join(f"{k} {v}" for k, v in speed["latentmem_steps_ms_per_block"].items()))
+    print(f"  prefetched loop bit-identical to the plain loop: {speed['prefetch_bit_identical']}")
+    print(f"  fp8 bank vs bf16 bank: final latents max |diff| {speed['fp8_vs_bf16_max_abs']:.3e}, mean "
+          f"{speed['fp8_vs_bf16_mean_abs']:.3e} (latent std {speed['latent_std']:.3f}); "
+          f"{speed['fp8_blocks_with_other_indices']} of {speed['retrieving_blocks']} blocks retrieved other indices")
 
 
 if __name__ == "__main__":
