@@ -18,7 +18,7 @@ from pipeline.context.policy import CacheGeometry, ContextPolicy, PolicyFactory,
 from pipeline.prompt_schedule import Block, PromptSchedule
 from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
-from wan.block_attention import BlockAttention, BlockKV, RecachePass
+from wan.block_attention import BlockAttention, BlockContext, BlockKV, RecachePass
 from wan.geometry import LatentGeometry
 from wan.model import CausalWanModel, TextContext
 from wan.rope import Rope3D
@@ -63,10 +63,10 @@ class CausalRollout:
         self.rope = Rope3D(mcfg.head_dim, mcfg.rope_max_positions, self.device)
         geometry = CacheGeometry(mcfg.num_layers, prompt_embeds[0].shape[0], self.geometry.tokens_per_frame, self.grid_hw,
                                  mcfg.num_heads, mcfg.head_dim, num_frames, cfg.num_frame_per_block, self.device, self.dtype)
-        self.policy: ContextPolicy = policy_factory(PolicySetup(geometry, self.rope, seed))
         with torch.no_grad():
             self.texts: list[TextContext] = [model.encode_text(p.to(self.device)) for p in prompt_embeds]
         self.text = self.texts[0]
+        self.policy: ContextPolicy = policy_factory(PolicySetup(geometry, self.rope, seed, self.clean_pass))
         self.context_log: list[dict] = []
 
     def begin_block(self, block: Block) -> BlockAttention:
@@ -75,10 +75,24 @@ class CausalRollout:
         return BlockAttention(self.policy.begin_block(block), self.rope, self.grid_hw)
 
     @torch.no_grad()
-    def predict_x0(self, attn: BlockAttention, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """One network call. x: [B, nf, C, H, W]; timestep: [B, nf] -> x0 prediction (x's dtype)."""
-        flow = self.model(x.to(self.device), timestep.to(self.device), self.text, attn)
+    def predict_x0(self, attn: BlockAttention, x: torch.Tensor, timestep: torch.Tensor,
+                   text: TextContext | None = None) -> torch.Tensor:
+        """One network call. x: [B, nf, C, H, W]; timestep: [B, nf] -> x0 prediction (x's dtype).
+        text: the conditioning (default: the current block's prompt)."""
+        flow = self.model(x.to(self.device), timestep.to(self.device), text or self.text, attn)
         return self.schedule.flow_to_x0(flow, x.to(self.device), timestep)
+
+    @torch.no_grad()
+    def clean_call(self, context: BlockContext, x0: torch.Tensor, scene: int) -> tuple[torch.Tensor, BlockKV]:
+        """One call at timestep 0 on x0: [B, n, C, H, W] attending `context`, conditioned on segment `scene`
+        -> (its x0 prediction, its per-layer K/V)."""
+        recache = RecachePass(BlockAttention(context, self.rope, self.grid_hw))
+        t = torch.zeros(x0.shape[:2], device=self.device)
+        return self.predict_x0(recache, x0, t, self.texts[scene]), recache.block_kv
+
+    def clean_pass(self, context: BlockContext, x0: torch.Tensor, scene: int) -> BlockKV:
+        """PolicySetup.clean_pass: the K/V of `clean_call`."""
+        return self.clean_call(context, x0, scene)[1]
 
     @torch.no_grad()
     def denoise_block(self, attn: BlockAttention, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:

@@ -15,6 +15,10 @@ T = 16  # tokens per frame of the fixtures' 8 x 8 latents
 WINDOW = 12
 
 
+def no_clean_pass(context, x0, scene):
+    raise AssertionError("this test runs no clean pass")
+
+
 class RecordingScore:
     def __init__(self, inner):
         self.inner, self.last = inner, None
@@ -131,7 +135,7 @@ def test_hysteresis_shrinks_by_a_block_and_lets_the_region_grow_back():
 def test_geometry_without_room_for_compressed_tokens_raises():
     geometry = CacheGeometry(1, 1, 1, (1, 1), 1, 6, 9, 3, torch.device("cpu"), torch.float32)
     try:
-        DeepForcingPolicy(PolicySetup(geometry, Rope3D(6, 8), 0), window=6, sink_size=1, recent=2)
+        DeepForcingPolicy(PolicySetup(geometry, Rope3D(6, 8), 0, no_clean_pass), window=6, sink_size=1, recent=2)
     except ValueError as err:
         assert "leaves 0 frames for compressed tokens" in str(err)
     else:

@@ -14,10 +14,14 @@ from wan.block_attention import BlockKV
 from wan.rope import Rope3D
 
 
+def no_clean_pass(context, x0, scene):
+    raise AssertionError("these tests run no clean pass")
+
+
 def setup(num_frames: int) -> PolicySetup:
     """One layer, one token per frame: a key's value is its frame index, so cache contents are readable."""
     geometry = CacheGeometry(1, 1, 1, (1, 1), 1, 6, num_frames, 3, torch.device("cpu"), torch.float32)
-    return PolicySetup(geometry, Rope3D(6, 64), 0)
+    return PolicySetup(geometry, Rope3D(6, 64), 0, no_clean_pass)
 
 
 def run_layout(policy: InfRopePolicy, line: str, num_frames: int) -> list[dict]:

@@ -2,12 +2,13 @@
 import pytest
 import torch
 
-from conftest import FIXTURES, load_fixture
+from conftest import FIXTURES, load_fixture, seeded_noise
 from pipeline.build import build_context_method
 from pipeline.descriptors import AvgPoolDescriptor, GroundTruthDescriptor
 from pipeline.replay import build_method, build_model, recorded_noise, rollout_config, trace_prompts
 from pipeline.retrieval import RandomRetrieval, TopKRetrieval
-from pipeline.rollout import generate
+from pipeline.prompt_schedule import PromptSchedule
+from pipeline.rollout import CausalRollout, generate
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from wan.checkpoint import load_backbone_checkpoint
 from wan.model import CausalWanModel
@@ -203,3 +204,22 @@ def test_fp8_bank_stays_close_to_the_full_precision_bank():
     fp8 = bank_rollout(model, memory_dtype="float8_e4m3fn")
     full = bank_rollout(model)
     assert 0 < (fp8.latents - full.latents).abs().max() < 0.1
+
+
+def test_clean_pass_equals_the_recache_pass_and_follows_the_scene():
+    model = fixture_model()
+    cfg = RolloutConfig(method="native", model_kwargs=ModelKwargs(sink_size=3))
+    g = torch.Generator().manual_seed(0)
+    embeds = [torch.randn(1, 10, 32, generator=g) for _ in range(2)]
+    rollout = CausalRollout(model, cfg, build_context_method(cfg, RandomRetrieval).policy, embeds, (16, 8, 8), 6)
+    blocks = PromptSchedule.single("").blocks(6, 3)
+    attn = rollout.begin_block(blocks[0])
+    x0 = rollout.denoise_block(attn, torch.randn(1, 3, 16, 8, 8, generator=g), seeded_noise(1))
+    _, kv = rollout.recache(attn, x0, seeded_noise(2))
+    same = rollout.clean_pass(attn.context, x0, 0)
+    other = rollout.clean_pass(attn.context, x0, 1)
+    for layer in range(model.cfg.num_layers):
+        assert torch.equal(same.k[layer], kv.k[layer]) and torch.equal(same.v[layer], kv.v[layer])
+    # layer 0's self-attention comes before any cross-attention: only later layers see the prompt
+    assert torch.equal(other.k[0], kv.k[0])
+    assert (other.k[1] - kv.k[1]).abs().max() > 1e-3

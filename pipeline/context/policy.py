@@ -45,6 +45,10 @@ class PolicySetup:
     geometry: CacheGeometry
     rope: Rope3D  # on the compute device
     seed: int  # the video's seed (random retrieval)
+    # clean_pass(context, x0, scene): one network call at timestep 0 on x0: [B, n, C, H, W] (n frames =
+    # context.frames) attending `context`, conditioned on prompt segment `scene` -> its per-layer K/V
+    # (before RoPE). Policies recompute cached keys/values with it (a prompt switch's window recache).
+    clean_pass: Callable[[BlockContext, torch.Tensor, int], BlockKV]
 
 
 class ContextPolicy(Protocol):
