@@ -25,6 +25,7 @@ from pipeline.context.infrope import InfRopePolicy
 from pipeline.context.latentmem import LatentMemPolicy
 from pipeline.context.native import NativePolicy
 from pipeline.context.policy import PolicyFactory
+from pipeline.context.window_recache import SwitchOptions
 from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor
 from pipeline.generation_config import AdapterConfig, GenerationConfig
 from pipeline.prompt_schedule import PromptSchedule, parse_infrope_prompt
@@ -214,13 +215,15 @@ def build_context_method(cfg: RolloutConfig, retrieval: Callable[[], Retrieval])
     """The one place a method name becomes behaviour; `retrieval` is called only for latentmem."""
     mk, nf = cfg.model_kwargs, cfg.num_frame_per_block
     window = dict(window=mk.local_attn_size, sink_size=mk.sink_size)
+    switch = SwitchOptions(kv_recache=mk.kv_recache, global_sink=mk.global_sink, global_sink_always=mk.global_sink_always,
+                           causal=mk.switch_recache_causal)
     parse = PromptSchedule.single
     if cfg.method == "native":
-        policy = partial(NativePolicy, **window)
+        policy = partial(NativePolicy, **window, switch=switch)
     elif cfg.method == "latentmem":
         policy = partial(
             LatentMemPolicy, **window, memory_size=mk.memory_size, recent_exclude=mk.recent_exclude, retrieval=retrieval(),
-            bank=mk)
+            bank=mk, switch=switch)
     elif cfg.method == "infrope":
         policy = partial(InfRopePolicy, **window, cut_position=mk.infrope_cut_position, flush_newest=mk.infrope_flush_newest,
                          flush_after_sink=mk.infrope_flush_after_sink)
@@ -228,7 +231,7 @@ def build_context_method(cfg: RolloutConfig, retrieval: Callable[[], Retrieval])
     elif cfg.method == "deepforcing":
         policy = partial(DeepForcingPolicy, **window, recent=mk.df_recent, scorer=AttentionScore(probabilities=mk.df_score == "softmax"),
                          current_queries=mk.df_score_queries != "clean", clean_queries=mk.df_score_queries != "current",
-                         hysteresis=mk.df_hysteresis)
+                         hysteresis=mk.df_hysteresis, switch=switch)
     else:
         raise ValueError(f"unknown method '{cfg.method}'; choose one of native, latentmem, infrope, deepforcing")
     return ContextMethod(cfg.method, policy, parse)
