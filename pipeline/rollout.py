@@ -76,15 +76,17 @@ class CausalRollout:
         """The block's context (retrieval, eviction, flush: the policy's decisions) and its prompt.
 
         A block whose segment differs from the previous block's is a prompt switch, whoever builds the blocks
-        (the schedule or a live driver): from here on every call is conditioned on the new prompt's
-        cross-attention K/V, and the policy first redoes what the old prompt conditioned in its context."""
-        self.switch_event = None
-        if block.scene != self.scene:
-            previous, self.scene, self.text = self.scene, block.scene, self.texts[block.scene]
-            event = self.policy.switch(block, self.latents)
-            self.switch_event = {"block": block.index, "first_frame": block.frames[0], "segment": block.scene,
-                                 "previous_segment": previous, "cut": block.cut, **event}
+        (the schedule or a live driver): see `switch_prompt`."""
+        self.switch_event = self.switch_prompt(block) if block.scene != self.scene else None
         return BlockAttention(self.policy.begin_block(block), self.rope, self.grid_hw)
+
+    def switch_prompt(self, block: Block) -> dict:
+        """From here on every call is conditioned on the new segment's cross-attention K/V, and the policy first
+        redoes what the old prompt conditioned in its context. -> the switch event for the block's log entry."""
+        previous, self.scene, self.text = self.scene, block.scene, self.texts[block.scene]
+        event = self.policy.switch(block, self.latents)
+        return {"block": block.index, "first_frame": block.frames[0], "segment": block.scene,
+                "previous_segment": previous, "cut": block.cut, **event}
 
     def add_prompt(self, prompt_embeds: torch.Tensor) -> int:
         """A new prompt segment (prompt_embeds: [B, L, text_dim]), e.g. typed while generating -> its scene index."""
