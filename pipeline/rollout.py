@@ -38,6 +38,7 @@ class RolloutResult:
     context_log: list[dict] = field(default_factory=list)  # per block: attended frames and positions
     extras: dict = field(default_factory=dict)  # method-specific (latentmem: retrieval_log, descriptors, kv_gathers, history_bank)
     ms_per_block: list[float] = field(default_factory=list)
+    segments: list[str] = field(default_factory=list)  # prompt of each segment (context_log's `scene` indexes it)
 
 
 class CausalRollout:
@@ -191,4 +192,5 @@ def generate(
             timings.append((time.perf_counter() - start) * 1000)
     finally:
         rollout.policy.close()
-    return RolloutResult(latents=out, context_log=rollout.context_log, extras=rollout.policy.extras(), ms_per_block=timings)
+    return RolloutResult(latents=out, context_log=rollout.context_log, extras=rollout.policy.extras(), ms_per_block=timings,
+                         segments=schedule.prompts)
