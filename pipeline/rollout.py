@@ -100,7 +100,7 @@ class CausalRollout:
                    text: TextContext | None = None) -> torch.Tensor:
         """One network call. x: [B, nf, C, H, W]; timestep: [B, nf] -> x0 prediction (x's dtype).
         text: the conditioning (default: the current block's prompt)."""
-        flow = self.model(x.to(self.device), timestep.to(self.device), text or self.text, attn)
+        flow = self.model(x.to(self.device), timestep.to(self.device), self.text if text is None else text, attn)
         return self.schedule.flow_to_x0(flow, x.to(self.device), timestep)
 
     @torch.no_grad()
