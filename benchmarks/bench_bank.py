@@ -104,10 +104,10 @@ def demo_rollout_rss(config: str, frames: int, overrides: list[str]) -> tuple[li
     block, context log)."""
     cfg = load_inference_config(config, [f"num_output_frames={frames}", f"prompts=[{DEMO_PROMPT}]", *overrides])
     parts = build_components(cfg, torch.device("cpu"), torch.float32, [DEMO_PROMPT])
-    probes = []
+    probes, factory = [], parts.method.policy
 
     def probed(setup):
-        probes.append(ResidentPerBlock(parts.method.policy(setup)))
+        probes.append(ResidentPerBlock(factory(setup)))
         return probes[-1]
 
     parts = dataclasses.replace(parts, method=dataclasses.replace(parts.method, policy=probed))

@@ -303,3 +303,21 @@ def test_a_prompt_added_while_generating_conditions_the_blocks_that_use_its_scen
     expected = model.encode_text(typed)
     assert [same_text(t, expected) for t in calls] == [False] * 10 + [True] * 11  # the switch's recache call included
     assert [e["switch"] for e in rollout.context_log] == [e["switch"] for e in reference.context_log]
+
+
+@pytest.mark.parametrize("policy", ["redundant", "stride"])
+def test_every_eviction_policy_keeps_the_rollout_within_its_budget(policy):
+    """A full bank drops one entry per banked frame (the guard itself: test_history_bank); only banked frames are
+    retrieved, and the policy decides which frames leave."""
+    budget_frames = 8
+    result = bank_rollout(fixture_model(), frames=36, memory_budget_gb=(budget_frames + 0.5) * 16384 / 1e9, memory_eviction=policy)
+    gone = set()
+    for entry in result.context_log:
+        retrieval = entry["retrieval"]
+        if retrieval is None:
+            continue
+        assert retrieval["num_banked"] <= budget_frames
+        gone |= set(retrieval["evicted_frames"])
+        assert not set(retrieval["selected_frames"][0]) & gone
+    oldest = bank_rollout(fixture_model(), frames=36, memory_budget_gb=(budget_frames + 0.5) * 16384 / 1e9, memory_eviction="oldest")
+    assert len(gone) >= 6 and sorted(gone) != [f for e in retrievals(oldest) for f in e["evicted_frames"]]
