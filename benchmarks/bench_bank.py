@@ -10,7 +10,8 @@ Prints (CPU):
      latentmem with `--demo-budget-gb`; after the budgeted bank is full, each run's growth per frame
      (least-squares slope). What legitimately grows with the video in every method is native's slope:
      the output latents (allocated for the whole video, paged in as frames are written) and the
-     context log; latentmem adds its retrieval log and one descriptor per frame. `budget_held`: the
+     context log (native's run stops at 1023 frames, where its absolute RoPE positions end); latentmem
+     adds its retrieval log and one descriptor per frame. `budget_held`: the
      budgeted run grows per frame by at most native's slope plus a quarter of the bank's own bytes per
      frame (an unbounded bank grows by all of them). (b) the peak resident memory of the whole launch
      `bash inference.sh demo latentmem num_output_frames=N` (every process of it, the VAE decode and
@@ -124,17 +125,18 @@ def slope(values: list[int]) -> float:
 
 def demo_memory(frames: int, budget_gb: float) -> dict:
     latentmem = "configs/demo_latentmem.yaml"
-    runs = {"native": demo_rollout_rss("configs/demo_native.yaml", frames, []),
+    cfg = load_inference_config(latentmem, [])
+    mcfg, nf = model_preset(cfg.model_preset), cfg.num_frame_per_block
+    # native rotates keys at their absolute frame index: its videos end where the RoPE table does
+    native_frames = min(frames, mcfg.rope_max_positions // nf * nf)
+    runs = {"native": demo_rollout_rss("configs/demo_native.yaml", native_frames, []),
             "unbounded": demo_rollout_rss(latentmem, frames, []),
             "budget": demo_rollout_rss(latentmem, frames, [f"model_kwargs.memory_budget_gb={budget_gb}"])}
     log = runs["budget"][1]
     full = next(i for i, e in enumerate(log) if e.get("retrieval") and e["retrieval"]["evicted_frames"])
-    nf = len(log[0]["queries"])
-    cfg = load_inference_config(latentmem, [])
-    mcfg = model_preset(cfg.model_preset)
     tokens = LatentGeometry.of(mcfg, cfg.latent_height, cfg.latent_width).tokens_per_frame
     bank_frame = frame_bytes(mcfg.num_layers, 1, tokens, mcfg.num_heads, mcfg.head_dim, torch.float32)
-    out = {"frames": frames, "budget_gb": budget_gb, "bank_full_at_block": full, "blocks": len(log),
+    out = {"frames": frames, "native_frames": native_frames, "budget_gb": budget_gb, "bank_full_at_block": full, "blocks": len(log),
            "bank_bytes_per_frame": bank_frame,
            "latent_bytes_per_frame": mcfg.in_dim * cfg.latent_height * cfg.latent_width * 4,
            "max_banked": max(e["num_banked"] for e in log)}
