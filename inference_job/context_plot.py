@@ -3,7 +3,9 @@ coloured by their temporal RoPE position, sized by how many of the frame's token
 
 The same picture for every method shows at a glance how they differ: native's band of recent
 frames at rising positions, ∞-RoPE's band at bounded positions with flushes and cuts, latentmem's
-retrieved frames far below the band at position 0, Deep Forcing's partial frames.
+retrieved frames far below the band at position 0, Deep Forcing's partial frames. Dotted lines mark
+prompt segment boundaries; red rings mark retrieved entries re-encoded under the new prompt for that
+block (latentmem's `recache_on_retrieve`).
 Uses matplotlib's object API with the Agg canvas (no pyplot global state, no display needed).
 """
 from __future__ import annotations
@@ -30,6 +32,21 @@ def context_points(log: list[dict]) -> tuple[list[int], list[int], list[int], li
     return blocks, frames, positions, tokens
 
 
+def segment_starts(log: list[dict]) -> list[int]:
+    """First frame of every block that starts a new prompt segment."""
+    return [entry["first_frame"] for before, entry in zip(log, log[1:]) if entry["scene"] != before["scene"]]
+
+
+def reencoded_points(log: list[dict]) -> tuple[list[int], list[int]]:
+    """(block first frame, frame) of every retrieved entry re-encoded for that block."""
+    blocks, frames = [], []
+    for entry in log:
+        for frame in (entry.get("retrieval") or {}).get("reencoded_frames", []):  # latentmem entries only
+            blocks.append(entry["first_frame"])
+            frames.append(frame)
+    return blocks, frames
+
+
 def plot_context(log: list[dict], num_frames: int, path: str | os.PathLike, title: str) -> None:
     """Write the plot of `log` (entries as in RolloutResult.context_log) to `path`."""
     blocks, frames, positions, tokens = context_points(log)
@@ -42,6 +59,11 @@ def plot_context(log: list[dict], num_frames: int, path: str | os.PathLike, titl
         sizes = [4 + 20 * n / full for n in tokens]
         points = ax.scatter(blocks, frames, c=positions, s=sizes, cmap="viridis", label="attended frame")
         fig.colorbar(points, ax=ax, label="temporal RoPE position")
+    for i, start in enumerate(segment_starts(log)):
+        ax.axvline(start, color="0.4", linestyle=":", linewidth=1, label=None if i else "prompt switch")
+    reencoded = reencoded_points(log)
+    if reencoded[0]:
+        ax.scatter(*reencoded, s=60, facecolors="none", edgecolors="red", linewidths=1, label="re-encoded on retrieval")
     ax.set(xlim=(0, num_frames), ylim=(0, num_frames), xlabel="block's first frame (latent index)",
            ylabel="attended frame (latent index)", title=title)
     ax.legend(loc="upper left", fontsize="small")

@@ -222,7 +222,7 @@ def build_context_method(cfg: RolloutConfig, retrieval: Callable[[], Retrieval])
     elif cfg.method == "latentmem":
         policy = partial(
             LatentMemPolicy, **window, memory_size=mk.memory_size, recent_exclude=mk.recent_exclude, retrieval=retrieval(),
-            bank=mk, switch=MEMORY_SWITCH_POLICIES[mk.memory_switch_policy]())
+            bank=mk, memory_switch=MEMORY_SWITCH_POLICIES[mk.memory_switch_policy]())
     elif cfg.method == "infrope":
         policy = partial(InfRopePolicy, **window, cut_position=mk.infrope_cut_position, flush_newest=mk.infrope_flush_newest,
                          flush_after_sink=mk.infrope_flush_after_sink)

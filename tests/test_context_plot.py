@@ -1,10 +1,10 @@
 import imageio.v2 as imageio
 
-from inference_job.context_plot import context_points, plot_context
+from inference_job.context_plot import context_points, plot_context, reencoded_points, segment_starts
 
 LOG = [
-    {"first_frame": 3, "keys": [[0, 0, 16], [1, 1, 16], [2, 2, 16]]},
-    {"first_frame": 15, "keys": [[0, 0, 16], [None, 1, 16], [7, 1, 5], [9, 2, 11]]},
+    {"first_frame": 3, "scene": 0, "keys": [[0, 0, 16], [1, 1, 16], [2, 2, 16]]},
+    {"first_frame": 15, "scene": 0, "keys": [[0, 0, 16], [None, 1, 16], [7, 1, 5], [9, 2, 11]]},
 ]
 
 
@@ -20,3 +20,22 @@ def test_plot_is_written_as_png(tmp_path):
         assert image.shape == (500, 600, 4)
         assert image[..., :3].std() > 0  # something was drawn
         assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+SWITCH_LOG = [
+    {"first_frame": 0, "scene": 0, "keys": [], "retrieval": None},
+    {"first_frame": 3, "scene": 1, "keys": [[0, 0, 16]], "retrieval": {"reencoded_frames": []}},
+    {"first_frame": 6, "scene": 1, "keys": [[0, 0, 16], [1, 0, 16]], "retrieval": {"reencoded_frames": [1, 2]}},
+    {"first_frame": 9, "scene": 2, "keys": [[0, 0, 16]], "retrieval": {"reencoded_frames": [4]}},
+]
+
+
+def test_segment_boundaries_and_reencoded_entries_are_marked(tmp_path):
+    assert segment_starts(SWITCH_LOG) == [3, 9]
+    assert reencoded_points(SWITCH_LOG) == ([6, 6, 9], [1, 2, 4])
+    assert segment_starts(LOG) == [] and reencoded_points(LOG) == ([], [])
+    plot_context(SWITCH_LOG, 12, tmp_path / "switch.png", "title")
+    plot_context(SWITCH_LOG[:1], 12, tmp_path / "plain.png", "title")
+    marked, plain = imageio.imread(tmp_path / "switch.png"), imageio.imread(tmp_path / "plain.png")
+    red = (marked[..., 0] > 200) & (marked[..., 1] < 80) & (marked[..., 2] < 80)
+    assert red.sum() > 20 and not ((plain[..., 0] > 200) & (plain[..., 1] < 80) & (plain[..., 2] < 80)).any()

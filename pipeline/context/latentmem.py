@@ -23,21 +23,22 @@ from wan.context_layout import block_layout
 
 class LatentMemPolicy:
     def __init__(self, setup: PolicySetup, window: int, sink_size: int, memory_size: int, recent_exclude: int,
-                 retrieval: Retrieval, bank: ModelKwargs, switch: MemorySwitchPolicy):
+                 retrieval: Retrieval, bank: ModelKwargs, memory_switch: MemorySwitchPolicy):
         """bank: the history bank's settings (memory_device / dtype / budget_gb / eviction / folder / prefetch);
-        switch: what the memory may retrieve after a prompt switch."""
+        memory_switch: what the memory may retrieve after a prompt switch."""
         g = setup.geometry
         self.window, self.sink_size, self.memory_size = window, sink_size, memory_size
         self.rope, self.grid_hw, self.dtype = setup.rope, g.grid_hw, g.dtype
         self.num_frames, self.prefetch = g.num_frames, bank.memory_prefetch
         self.clean_pass = setup.clean_pass
         self.cache = g.window_cache(window, sink_size)
-        if switch.keeps_latents and g.latent_shape is None:
-            raise ValueError(f"memory_switch_policy {switch.name} stores latents: the cache geometry needs latent_shape")
+        if memory_switch.keeps_latents and g.latent_shape is None:
+            raise ValueError(f"memory_switch_policy {memory_switch.name} stores latents: the cache geometry needs latent_shape")
         history, self.bank_choice = build_history_bank(
             bank, g.num_layers, g.batch, g.tokens_per_frame, g.num_heads, g.head_dim, g.num_frames, g.device,
-            resolve_dtype(bank.memory_dtype, g.dtype), g.latent_shape if switch.keeps_latents else None)
-        self.memory = RetrievalMemory(history, retrieval, memory_size, recent_exclude, setup.seed, switch, self.reencode)
+            resolve_dtype(bank.memory_dtype, g.dtype), g.latent_shape if memory_switch.keeps_latents else None)
+        self.memory = RetrievalMemory(history, retrieval, memory_size, recent_exclude, setup.seed, memory_switch,
+                                      self.reencode)
 
     def reencode(self, frame: int, latent: torch.Tensor, scene: int) -> tuple[torch.Tensor, torch.Tensor]:
         """K/V of a banked frame recomputed from its clean latent ([B, C, H, W]) under segment `scene`'s prompt, at
