@@ -26,7 +26,8 @@ from utils.video_io import write_video
 
 # Keys that do not change any video's content (prompts count by content, per video; device and dtype
 # count as resolved): a resumed run may change them.
-RUN_ONLY_KEYS = ("output_folder", "skip_existing", "num_samples", "save_latents", "data_path", "prompts", "device", "dtype")
+RUN_ONLY_KEYS = ("output_folder", "skip_existing", "num_samples", "save_latents", "data_path", "prompts", "prompt_schedule",
+                 "device", "dtype")
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,10 @@ class RetrievalMemory:
                 self._latents[first + i] = frames[:, i].float().clone()
 
     def enter(self, block: Block) -> None:
-        """Called before the block's retrieval: at a segment boundary, the entries the switch policy makes
-        ineligible for good leave the bank, and no K/V counts as re-encoded for the new segment yet."""
-        if not block.boundary:
+        """Called before the block's retrieval: at a segment boundary (a block of another segment than the
+        previous one), the entries the switch policy makes ineligible for good leave the bank, and no K/V
+        counts as re-encoded for the new segment yet."""
+        if block.scene == self._scene:
             return
         self._scene = block.scene
         self._reencoded.clear()

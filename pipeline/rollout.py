@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.context.policy import CacheGeometry, ContextPolicy, PolicyFactory, PolicySetup, context_entry
+from pipeline.context.window_recache import CleanLatents
 from pipeline.prompt_schedule import Block, PromptSchedule
 from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
@@ -66,14 +67,33 @@ class CausalRollout:
                                  tuple(latent_shape))
         with torch.no_grad():
             self.texts: list[TextContext] = [model.encode_text(p.to(self.device)) for p in prompt_embeds]
-        self.text = self.texts[0]
+        self.scene, self.text = 0, self.texts[0]
         self.policy: ContextPolicy = policy_factory(PolicySetup(geometry, self.rope, seed, self.clean_pass))
+        self.latents = CleanLatents(cfg.model_kwargs.local_attn_size, cfg.model_kwargs.sink_size)  # what a switch re-encodes
         self.context_log: list[dict] = []
+        self.switch_event: dict | None = None  # the current block's, for its log entry
 
     def begin_block(self, block: Block) -> BlockAttention:
-        """The block's context (retrieval, eviction, flush: the policy's decisions) and its prompt."""
-        self.text = self.texts[block.scene]
+        """The block's context (retrieval, eviction, flush: the policy's decisions) and its prompt.
+
+        A block whose segment differs from the previous block's is a prompt switch, whoever builds the blocks
+        (the schedule or a live driver): see `switch_prompt`."""
+        self.switch_event = self.switch_prompt(block) if block.scene != self.scene else None
         return BlockAttention(self.policy.begin_block(block), self.rope, self.grid_hw)
+
+    def switch_prompt(self, block: Block) -> dict:
+        """From here on every call is conditioned on the new segment's cross-attention K/V, and the policy first
+        redoes what the old prompt conditioned in its context. -> the switch event for the block's log entry."""
+        previous, self.scene, self.text = self.scene, block.scene, self.texts[block.scene]
+        event = self.policy.switch(block, self.latents)
+        return {"block": block.index, "first_frame": block.frames[0], "segment": block.scene,
+                "previous_segment": previous, "cut": block.cut, **event}
+
+    def add_prompt(self, prompt_embeds: torch.Tensor) -> int:
+        """A new prompt segment (prompt_embeds: [B, L, text_dim]), e.g. typed while generating -> its scene index."""
+        with torch.no_grad():
+            self.texts.append(self.model.encode_text(prompt_embeds.to(self.device)))
+        return len(self.texts) - 1
 
     @torch.no_grad()
     def predict_x0(self, attn: BlockAttention, x: torch.Tensor, timestep: torch.Tensor,
@@ -119,7 +139,8 @@ class CausalRollout:
     def end_block(self, block: Block, attn: BlockAttention, x0: torch.Tensor, kv: BlockKV) -> None:
         """Write the block back into the context state and index it (the policy's decisions); log its context."""
         extra = self.policy.end_block(block, attn.context, x0, kv)
-        self.context_log.append(context_entry(block, attn.context, **extra))
+        self.latents.add(block.frames, x0)
+        self.context_log.append(context_entry(block, attn.context, switch=self.switch_event, **extra))
 
 
 def generate(

@@ -142,9 +142,10 @@ def test_geometry_without_room_for_compressed_tokens_raises():
         raise AssertionError("expected a ValueError")
 
 
-def test_prompt_schedule_is_single_segment_for_deepforcing():
+def test_deepforcing_reads_the_one_line_schedule_syntax_like_every_method():
     method = build_context_method(RolloutConfig(method="deepforcing"), RandomRetrieval)
-    assert method.parse_prompt("a | b[3s#]") == PromptSchedule.single("a | b[3s#]")
+    assert method.parse_prompt("a | b[3s#]").prompts == ["a", "b"]
+    assert method.parse_prompt("a plain prompt; with a semicolon") == PromptSchedule.single("a plain prompt; with a semicolon")
 
 
 def test_batch_rows_select_their_own_tokens_and_match_single_runs():

@@ -28,6 +28,8 @@ def run_layout(policy: InfRopePolicy, line: str, num_frames: int) -> list[dict]:
     """Drive the policy with fake blocks whose keys/values equal their frame index; -> per block layout + cache."""
     out = []
     for block in parse_infrope_prompt(line, 3).blocks(num_frames, 3):
+        if block.boundary:  # as CausalRollout.begin_block does at a change of scene
+            policy.switch(block, None)
         context = policy.begin_block(block)
         kv = torch.tensor(block.frames, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, 1, 6)
         policy.end_block(block, context, None, BlockKV([kv], [kv], [kv]))

@@ -194,7 +194,7 @@ def test_one_prompt_rollouts_are_bit_identical_under_every_policy(policy):
 
 def switch_rollout(policy: str):
     """The fixtures' model on a 14-block video whose prompt switches at block 6 (frame 18); every clean pass
-    counted, and each retrieving block's retrieved K/V with a direct clean pass of every re-encoded entry
+    recorded with the step it ran in (the retrieval's re-encodes run in begin_block), and each retrieving block's retrieved K/V with a direct clean pass of every re-encoded entry
     (its clean latent at t = 0 under the block's prompt, [sink ‖ entry] context, the entry at position 1)."""
     trace = load_fixture("gen_latentmem_avgpool.pt")
     model = build_model(trace["config"], FIXTURES)
@@ -208,18 +208,20 @@ def switch_rollout(policy: str):
         texts = [model.encode_text(e) for e in embeds]
     schedule = PromptSchedule((Segment("a", 0), Segment("b", 6)))
     factory = build_context_method(cfg, lambda: TopKRetrieval(AvgPoolDescriptor(), "avg_pool")).policy
-    calls, checks = [], []
+    calls, checks, stage = [], [], ["other"]
 
     def counted(setup):
         def clean_pass(context, x0, scene):
-            calls.append((context.frames, scene))
+            calls.append((stage[-1], context.frames, scene))
             return setup.clean_pass(context, x0, scene)
 
         policy_obj = factory(dataclasses.replace(setup, clean_pass=clean_pass))
         begin = policy_obj.begin_block
 
         def begin_block(block):
+            stage.append("begin_block")
             context = begin(block)
+            stage.append("other")  # e.g. the window recache of the next switch
             retrieved = [s for s in context.sources if isinstance(s, RetrievedFrames)]
             if retrieved:
                 reencoded = policy_obj.memory.log[-1]["reencoded_frames"]
@@ -249,6 +251,7 @@ def test_recache_on_retrieve_rollout_reencodes_once_and_matches_a_direct_clean_p
     reencoded = [f for e in log for f in e["reencoded_frames"]]
     assert len(old) > len(set(old)) >= 3  # old entries are retrieved, several of them in more than one block
     assert sorted(reencoded) == sorted(set(old))  # each exactly once in the segment
+    calls = [(frames, scene) for step, frames, scene in calls if step == "begin_block"]
     assert sorted(frames[0] for frames, _ in calls) == sorted(reencoded) and {s for _, s in calls} == {1}
     assert all(e["reencoded_frames"] == [] for e in log if e["segment"] == 0)
     compared = 0
@@ -264,7 +267,7 @@ def test_recache_on_retrieve_rollout_reencodes_once_and_matches_a_direct_clean_p
 def test_scoped_and_global_rollouts_across_a_switch():
     scoped, scoped_calls, _ = switch_rollout("scoped")
     plain, plain_calls, _ = switch_rollout("global")
-    assert scoped_calls == plain_calls == []
+    assert [c for c in scoped_calls + plain_calls if c[0] == "begin_block"] == []
     for entry in scoped.extras["retrieval_log"]:
         assert set(entry["selected_segments"][0]) == {entry["segment"]}
         if entry["segment"] == 1:

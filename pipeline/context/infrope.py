@@ -47,9 +47,12 @@ class InfRopePolicy:
         cache.copy(list(range(end - FLUSH_KEEP, end)), list(range(first, first + FLUSH_KEEP)))
         cache.truncate(first + FLUSH_KEEP)
 
+    def switch(self, block: Block, latents) -> dict:
+        """∞-RoPE's own switch: the KV flush (no recache; the cut, if any, is the block's positions)."""
+        self.flush()
+        return {"flush": True, "kept_frames": self.cache.frames}
+
     def begin_block(self, block: Block) -> BlockContext:
-        if block.boundary:
-            self.flush()
         first, nf = block.frames[0], len(block.frames)
         slots = self.cache.admit(block.frames)
         cached = list(range(slots[0]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.context.policy import PolicySetup, write_back
+from pipeline.context.window_recache import CleanLatents, SwitchOptions, WindowRecache
 from pipeline.history_bank import build_history_bank
 from pipeline.memory_switch import MemorySwitchPolicy
 from pipeline.prompt_schedule import Block
@@ -23,9 +24,10 @@ from wan.context_layout import block_layout
 
 class LatentMemPolicy:
     def __init__(self, setup: PolicySetup, window: int, sink_size: int, memory_size: int, recent_exclude: int,
-                 retrieval: Retrieval, bank: ModelKwargs, memory_switch: MemorySwitchPolicy):
+                 retrieval: Retrieval, bank: ModelKwargs, memory_switch: MemorySwitchPolicy,
+                 switch: SwitchOptions = SwitchOptions()):
         """bank: the history bank's settings (memory_device / dtype / budget_gb / eviction / folder / prefetch);
-        memory_switch: what the memory may retrieve after a prompt switch."""
+        memory_switch: what the memory may retrieve after a prompt switch; switch: the window recache at a switch."""
         g = setup.geometry
         self.window, self.sink_size, self.memory_size = window, sink_size, memory_size
         self.rope, self.grid_hw, self.dtype = setup.rope, g.grid_hw, g.dtype
@@ -39,6 +41,7 @@ class LatentMemPolicy:
             resolve_dtype(bank.memory_dtype, g.dtype), g.latent_shape if memory_switch.keeps_latents else None)
         self.memory = RetrievalMemory(history, retrieval, memory_size, recent_exclude, setup.seed, memory_switch,
                                       self.reencode)
+        self.recache = WindowRecache(switch, setup.clean_pass, setup.rope, g.grid_hw, g.frames_per_block)
 
     def reencode(self, frame: int, latent: torch.Tensor, scene: int) -> tuple[torch.Tensor, torch.Tensor]:
         """K/V of a banked frame recomputed from its clean latent ([B, C, H, W]) under segment `scene`'s prompt, at
@@ -49,6 +52,17 @@ class LatentMemPolicy:
         position = [len(sink)]
         kv = self.clean_pass(BlockContext((frame,), sources, position, position), latent[:, None], scene)
         return torch.stack(kv.k), torch.stack(kv.v)
+
+    def switch(self, block: Block, latents: CleanLatents) -> dict:
+        return self.recache_window(block, latents)
+
+    def recache_window(self, block: Block, latents: CleanLatents) -> dict:
+        """LongLive's window recache of every cached frame, at the window-relative positions the last block gave them."""
+        first = block.frames[0]
+        shift = max(0, first - self.window)
+        frames = self.cache.frames
+        positions = [f if f < self.sink_size else f - shift for f in frames]
+        return self.recache(self.cache, frames, positions, first > self.window, block, latents)
 
     def begin_block(self, block: Block) -> BlockContext:
         first = block.frames[0]
