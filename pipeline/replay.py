@@ -200,12 +200,12 @@ def replay_calls(model: CausalWanModel, rcfg: RolloutConfig, method: ContextMeth
     noise = gaussian_noise(torch.Generator().manual_seed(seed))
     switches = iter(trace.get("switch_recache", []))
     segments = KeySegments()
-    errors, layouts, cache_errors, attn, steps = [], [], [], None, len(rcfg.denoising_step_list)
+    errors, layouts, cache_errors, attn, begun, steps = [], [], [], None, -1, len(rcfg.denoising_step_list)
     for call in trace["calls"]:
         b, role = call["block"], call["role"]
         block = blocks[b]
-        if role == "switch_recache" or (role == "denoise" and call["step"] == 0 and not block.boundary):
-            attn = rollout.begin_block(block)
+        if begun != b:  # a LongLive switch call comes first in its block and runs inside begin_block
+            attn, begun = rollout.begin_block(block), b
         if role == "switch_recache":
             switch = next(switches)
             context, x_in, x0 = rollout.clean_calls[-1]
