@@ -1,11 +1,11 @@
 """PNG of one video's context log: for every block (x: its first frame) the attended frames (y),
 coloured by their temporal RoPE position, sized by how many of the frame's tokens were attended.
 
-The same picture for every method shows at a glance how they differ: native's band of recent
+Prompt switches are vertical lines at the first frame of the switching block, labelled with the new
+segment (dashed: a switch; solid: a hard cut). The same picture for every method shows at a glance how they differ: native's band of recent
 frames at rising positions, ∞-RoPE's band at bounded positions with flushes and cuts, latentmem's
-retrieved frames far below the band at position 0, Deep Forcing's partial frames. Dotted lines mark
-prompt segment boundaries; red rings mark retrieved entries re-encoded under the new prompt for that
-block (latentmem's `recache_on_retrieve`).
+retrieved frames far below the band at position 0, Deep Forcing's partial frames. Magenta rings mark
+retrieved entries re-encoded under the new prompt for that block (latentmem's `recache_on_retrieve`).
 Uses matplotlib's object API with the Agg canvas (no pyplot global state, no display needed).
 """
 from __future__ import annotations
@@ -32,9 +32,9 @@ def context_points(log: list[dict]) -> tuple[list[int], list[int], list[int], li
     return blocks, frames, positions, tokens
 
 
-def segment_starts(log: list[dict]) -> list[int]:
-    """First frame of every block that starts a new prompt segment."""
-    return [entry["first_frame"] for before, entry in zip(log, log[1:]) if entry["scene"] != before["scene"]]
+def segment_boundaries(log: list[dict]) -> list[tuple[int, int, bool]]:
+    """(first frame, new segment, hard cut) of every block that starts a new prompt segment."""
+    return [(e["first_frame"], e["scene"], bool(e["switch"]["cut"])) for e in log if e.get("switch")]
 
 
 def reencoded_points(log: list[dict]) -> tuple[list[int], list[int]]:
@@ -59,11 +59,12 @@ def plot_context(log: list[dict], num_frames: int, path: str | os.PathLike, titl
         sizes = [4 + 20 * n / full for n in tokens]
         points = ax.scatter(blocks, frames, c=positions, s=sizes, cmap="viridis", label="attended frame")
         fig.colorbar(points, ax=ax, label="temporal RoPE position")
-    for i, start in enumerate(segment_starts(log)):
-        ax.axvline(start, color="0.4", linestyle=":", linewidth=1, label=None if i else "prompt switch")
+    for frame, segment, cut in segment_boundaries(log):
+        ax.axvline(frame, color="tab:red", linestyle="-" if cut else "--", linewidth=1)
+        ax.text(frame, num_frames, f" segment {segment}", color="tab:red", fontsize="x-small", va="top", rotation=90)
     reencoded = reencoded_points(log)
     if reencoded[0]:
-        ax.scatter(*reencoded, s=60, facecolors="none", edgecolors="red", linewidths=1, label="re-encoded on retrieval")
+        ax.scatter(*reencoded, s=60, facecolors="none", edgecolors="magenta", linewidths=1, label="re-encoded on retrieval")
     ax.set(xlim=(0, num_frames), ylim=(0, num_frames), xlabel="block's first frame (latent index)",
            ylabel="attended frame (latent index)", title=title)
     ax.legend(loc="upper left", fontsize="small")

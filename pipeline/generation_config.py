@@ -133,10 +133,13 @@ class GenerationConfig(RolloutConfig):
 
 
 def check_prompt_line(cfg: GenerationConfig, line: str, where: str) -> None:
-    """Fail now, naming `where`, if `line` is not a schedule that plays in this video (pipeline/prompt_schedule.py)."""
-    fmt = PromptFormat(cfg.num_frame_per_block, None if cfg.switch_frame_indices is None else tuple(cfg.switch_frame_indices))
+    """Fail now, naming `where`, if `line` is not a valid schedule (pipeline/prompt_schedule.py). LongLive's switch
+    indices must fall inside the video; the one-line syntax's durations may outlast it (∞-RoPE: later scenes never play)."""
+    indices = None if cfg.switch_frame_indices is None else tuple(cfg.switch_frame_indices)
     try:
-        fmt.parse(line).check_length(cfg.num_output_frames, cfg.num_frame_per_block)
+        schedule = PromptFormat(cfg.num_frame_per_block, indices).parse(line)
+        if indices is not None:
+            schedule.check_length(cfg.num_output_frames, cfg.num_frame_per_block)
     except ScheduleError as err:
         raise ScheduleError(f"{where}: {err}") from None
 

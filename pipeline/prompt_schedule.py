@@ -147,12 +147,13 @@ def parse_longlive_line(line: str, switch_frame_indices: list[int], frames_per_b
 @dataclass(frozen=True)
 class PromptFormat:
     """How a prompt line becomes a schedule: LongLive JSONL when `switch_frame_indices` is set, else the one-line
-    syntax for lines holding `|` (every line with `every_line`, as ∞-RoPE's parser), else one prompt."""
+    syntax for lines holding `|` (every line with `every_line`, as ∞-RoPE's parser), else one prompt.
+    `#` marks a hard cut into its own scene unless `cut_from_ending_scene` (∞-RoPE's official reading)."""
 
     frames_per_block: int
     switch_frame_indices: tuple[int, ...] | None = None
     every_line: bool = False
-    cut_from_ending_scene: bool = True
+    cut_from_ending_scene: bool = False
 
     def parse(self, line: str) -> PromptSchedule:
         if self.switch_frame_indices is not None:

@@ -38,6 +38,7 @@ class RolloutResult:
     context_log: list[dict] = field(default_factory=list)  # per block: attended frames and positions
     extras: dict = field(default_factory=dict)  # method-specific (latentmem: retrieval_log, descriptors, kv_gathers, history_bank)
     ms_per_block: list[float] = field(default_factory=list)
+    segments: list[str] = field(default_factory=list)  # prompt of each segment (context_log's `scene` indexes it)
 
 
 class CausalRollout:
@@ -100,7 +101,7 @@ class CausalRollout:
                    text: TextContext | None = None) -> torch.Tensor:
         """One network call. x: [B, nf, C, H, W]; timestep: [B, nf] -> x0 prediction (x's dtype).
         text: the conditioning (default: the current block's prompt)."""
-        flow = self.model(x.to(self.device), timestep.to(self.device), text or self.text, attn)
+        flow = self.model(x.to(self.device), timestep.to(self.device), self.text if text is None else text, attn)
         return self.schedule.flow_to_x0(flow, x.to(self.device), timestep)
 
     @torch.no_grad()
@@ -192,4 +193,5 @@ def generate(
             timings.append((time.perf_counter() - start) * 1000)
     finally:
         rollout.policy.close()
-    return RolloutResult(latents=out, context_log=rollout.context_log, extras=rollout.policy.extras(), ms_per_block=timings)
+    return RolloutResult(latents=out, context_log=rollout.context_log, extras=rollout.policy.extras(), ms_per_block=timings,
+                         segments=schedule.prompts)

@@ -181,8 +181,9 @@ def test_every_grid_config_composes_its_backbones_native_config():
 def test_prompt_schedule_override_is_the_runs_only_video():
     cfg = load_inference_config(DEMO, ["prompt_schedule=a fox[1s] | an owl[1s#] | a hare"])
     assert cfg.prompts is not None and read_prompts(cfg) == ["a fox[1s] | an owl[1s#] | a hare"]
-    with pytest.raises(ConfigError, match=r"prompt_schedule: segment 'a hare' starts at frame \d+, past the end"):
-        load_inference_config(DEMO, ["prompt_schedule=a fox[60s] | a hare"])
+    with pytest.raises(ConfigError, match=r"prompt_schedule: segment 'an owl' starts at frame 30, past the end of the video "
+                                          r"\(30 latent frames\)"):
+        load_inference_config(DEMO, ["""prompt_schedule='{"prompts": ["a fox", "an owl"]}'""", "switch_frame_indices=[28]"])
     with pytest.raises(ConfigError, match="prompt_schedule: empty scene"):
         load_inference_config(DEMO, ["prompt_schedule=a fox | [1s#] | a hare"])
 

@@ -276,3 +276,30 @@ def test_every_call_after_a_switch_uses_the_new_prompts_text_kv(method):
     switches = [e["switch"] for e in rollout.context_log if e["switch"]]
     assert [(s["block"], s["previous_segment"], s["segment"]) for s in switches] == [(5, 0, 1), (7, 1, 2)]
     assert [e["scene"] for e in rollout.context_log] == scenes
+
+
+def test_a_prompt_added_while_generating_conditions_the_blocks_that_use_its_scene():
+    """A live driver: the video starts with one prompt; a typed prompt becomes scene 1 at the next block."""
+    model = fixture_model()
+    g = torch.Generator().manual_seed(6)
+    first, typed = torch.randn(1, 10, 32, generator=g), torch.randn(1, 10, 32, generator=g)
+    cfg = RolloutConfig(method="native", model_kwargs=ModelKwargs(sink_size=1))
+    reference, blocks = live_run(model, cfg, [first, typed], [0, 0, 1, 1])
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(args[2]))
+    rollout = CausalRollout(model, cfg, build_context_method(cfg, RandomRetrieval).policy, [first], (16, 8, 8), 12)
+    noise = torch.Generator().manual_seed(0)
+    try:
+        for index, scene in enumerate([0, 0, 1, 1]):
+            if index == 2:
+                assert rollout.add_prompt(typed) == 1
+            block = Block(index, tuple(range(3 * index, 3 * index + 3)), scene, index == 2, False)
+            attn = rollout.begin_block(block)
+            x0 = rollout.denoise_block(attn, torch.randn(1, 3, 16, 8, 8, generator=noise), seeded_noise(index))
+            _, kv = rollout.recache(attn, x0, seeded_noise(100 + index))
+            rollout.end_block(block, attn, x0, kv)
+    finally:
+        hook.remove()
+    expected = model.encode_text(typed)
+    assert [same_text(t, expected) for t in calls] == [False] * 10 + [True] * 11  # the switch's recache call included
+    assert [e["switch"] for e in rollout.context_log] == [e["switch"] for e in reference.context_log]

@@ -6,8 +6,10 @@ import torch
 from conftest import fixture_generator, seeded_noise
 from pipeline.build import build_context_method
 from pipeline.context.window_recache import CleanLatents
+from pipeline.descriptors import AvgPoolDescriptor
 from pipeline.prompt_schedule import Block
-from pipeline.retrieval import RandomRetrieval
+from pipeline.replay import RecordingRollout
+from pipeline.retrieval import RandomRetrieval, TopKRetrieval
 from pipeline.rollout import CausalRollout
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 
@@ -99,3 +101,26 @@ def test_clean_latents_keep_the_first_frames_and_the_most_recent_ones():
     assert latents([0, 4, 5, 6, 7]).flatten().tolist() == [0, 4, 5, 6, 7]
     with pytest.raises(KeyError, match=r"frames \[3\] are not among"):
         latents([3])
+
+
+@pytest.mark.parametrize("method", ["latentmem", "deepforcing"])
+def test_window_recache_re_encodes_cached_frames_at_the_positions_the_last_block_gave_them(method):
+    """latentmem (window-relative positions) and deepforcing (after its compressed tokens) recache every whole
+    frame they cache; the recache call places each at the position the previous block attended it at."""
+    cfg = RolloutConfig(method=method, model_kwargs=ModelKwargs(sink_size=1, **(
+        {"compression_method": "avg_pool"} if method == "latentmem" else {})))
+    g = torch.Generator().manual_seed(7)
+    embeds = [torch.randn(1, 10, 32, generator=g) for _ in range(2)]
+    policy = build_context_method(cfg, lambda: TopKRetrieval(AvgPoolDescriptor(), "avg_pool")).policy
+    rollout = RecordingRollout(fixture_generator(), cfg, policy, embeds, (16, 8, 8), 18)
+    run_blocks(rollout, [0, 0, 0, 0, 0, 1])
+    previous = rollout.context_log[4]
+    last_position = {f: p for f, p, tokens in previous["keys"] if tokens == 16} | {f: p for f, p in previous["queries"]}
+    (context, _, _), = rollout.clean_calls
+    event = rollout.context_log[5]["switch"]
+    assert event["sink"] == "kept" and event["sink_frames"] == [0]  # frame 15 > window 12: global_sink protects
+    assert list(context.frames) == [0] + event["recached_frames"]
+    attended = [(f, p) for f, p in zip(context.frames, context.query_positions) if f in last_position]
+    assert len(attended) >= 6 and all(last_position[f] == p for f, p in attended)
+    # latentmem also caches frames its local window no longer attends; they sit where the window puts them
+    assert context.query_positions == sorted(context.query_positions)

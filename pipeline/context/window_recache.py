@@ -102,4 +102,3 @@ class WindowRecache:
             cache.write(layer, slots, kv.k[layer][:, skip * tokens:], kv.v[layer][:, skip * tokens:])
         return {"recached_frames": frames[skip:], "sink": "kept" if keep else "rewritten",
                 "sink_frames": [cache.frame_at(i) for i in range(min(s, cache.length))]}
-
