@@ -107,7 +107,8 @@ def write_context(job: VideoJob, files: VideoFiles, cfg: InferenceConfig, result
     log = {
         "prompt_index": job.prompt_index, "sample": job.sample, "prompt": job.prompt, "seed": job.seed,
         "method": cfg.method, "window": mk.local_attn_size, "sink_size": mk.sink_size,
-        "num_frames": cfg.num_output_frames, **{k: result.extras[k] for k in ("history_bank",) if k in result.extras},
+        "num_frames": cfg.num_output_frames,
+        **{k: result.extras[k] for k in ("history_bank", "memory_switch_policy") if k in result.extras},
         "segments": result.segments,  # prompt of each segment; every block's `scene` indexes it
         "switches": [entry["switch"] for entry in result.context_log if entry["switch"]],
         "blocks": result.context_log,

@@ -2,7 +2,8 @@
 retrieval rule and context method, built from a GenerationConfig (pipeline/generation_config.py);
 replay builds through the same loaders.
 
-The context method (`method`) and the retrieval rule (`compression_method`) are chosen here, once;
+The context method (`method`), the retrieval rule (`compression_method`) and the retrieval memory's
+behaviour at a prompt switch (`memory_switch_policy`) are chosen here, once;
 nothing below compares their names.
 
 Random weights exist only for the `demo` presets and only when no weights path is given; every
@@ -28,6 +29,7 @@ from pipeline.context.policy import PolicyFactory
 from pipeline.context.window_recache import SwitchOptions
 from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor
 from pipeline.generation_config import AdapterConfig, GenerationConfig
+from pipeline.memory_switch import MEMORY_SWITCH_POLICIES
 from pipeline.prompt_schedule import PromptFormat, PromptSchedule
 from pipeline.retrieval import RandomRetrieval, Retrieval, TopKRetrieval
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
@@ -231,7 +233,7 @@ def build_context_method(cfg: RolloutConfig, retrieval: Callable[[], Retrieval],
     elif cfg.method == "latentmem":
         policy = partial(
             LatentMemPolicy, **window, memory_size=mk.memory_size, recent_exclude=mk.recent_exclude, retrieval=retrieval(),
-            bank=mk, switch=switch)
+            bank=mk, memory_switch=MEMORY_SWITCH_POLICIES[mk.memory_switch_policy](), switch=switch)
     elif cfg.method == "infrope":
         policy = partial(InfRopePolicy, **window, cut_position=mk.infrope_cut_position, flush_newest=mk.infrope_flush_newest,
                          flush_after_sink=mk.infrope_flush_after_sink)

@@ -14,12 +14,14 @@ prints the plan of a config with fit verdicts for the given GPU sizes (no weight
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
 from pipeline.generation_config import GenerationConfig
+from pipeline.memory_switch import MEMORY_SWITCH_POLICIES
 from utils.config import ConfigError
 from utils.dtypes import resolve_dtype
 from wan.geometry import LatentGeometry
@@ -178,6 +180,10 @@ def memory_plan(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype)
                else "fewer num_output_frames") + (", model_kwargs.memory_dtype=bfloat16" if bank_dtype == torch.float32 else "")
         items.append(PlanItem(f"history bank ({bank_frames(cfg)} frames)", bank_device,
                               bank_frames(cfg) * kv_frame_bytes(mcfg, geometry, bank_dtype), ("rollout",), fix))
+        if MEMORY_SWITCH_POLICIES[mk.memory_switch_policy].keeps_latents:  # float32 clean latents, to re-encode entries
+            items.append(PlanItem(f"history bank latents ({bank_frames(cfg)} frames)", bank_device,
+                                  bank_frames(cfg) * math.prod(geometry.frame_shape) * 4, ("rollout",),
+                                  "model_kwargs.memory_switch_policy=scoped"))
     items += [
         PlanItem("rollout activations", dev, rollout_activation_bytes(cfg, mcfg, geometry, dtype, device), ("rollout",),
                  lower, estimate=True),
