@@ -69,6 +69,13 @@ class CausalRollout:
         self.text = self.texts[0]
         self.context_log: list[dict] = []
 
+    @torch.no_grad()
+    def add_segment(self, prompt_embeds: torch.Tensor) -> int:
+        """A prompt segment known only while the rollout runs (the live app's typed prompts).
+        prompt_embeds: [B, L, text_dim] -> its scene index for the blocks it conditions."""
+        self.texts.append(self.model.encode_text(prompt_embeds.to(self.device)))
+        return len(self.texts) - 1
+
     def begin_block(self, block: Block) -> BlockAttention:
         """The block's context (retrieval, eviction, flush: the policy's decisions) and its prompt."""
         self.text = self.texts[block.scene]
