@@ -58,7 +58,7 @@ def test_page_shows_frames_and_a_typed_prompt_reaches_the_generator(tmp_path):
             time.sleep(0.5)  # ordering slack for the server to queue the prompt, not a timing assertion
             gate.open.set()
             expect(page.locator("#current-prompt")).to_have_text(NEW, timeout=60_000)
-            expect(page.locator("#block-index")).to_have_text("8", timeout=60_000)
+            expect(page.locator("#blocks-done")).to_have_text("8", timeout=60_000)
             received = int(page.locator("#frames-received").inner_text())
             segments = page.locator("#segments li").all_inner_texts()
             thumbnails = page.locator("#context .thumb img").count()

@@ -36,7 +36,7 @@ function onHello(m) {
 function onBlock(m) {
   for (const jpeg of m.frames) state.frames.push("data:image/jpeg;base64," + jpeg);
   $("frames-received").textContent = state.frames.length;
-  $("block-index").textContent = m.index + 1;
+  $("blocks-done").textContent = m.index + 1;
   $("num-blocks").textContent = m.num_blocks;
   $("progress-bar").style.width = `${(100 * (m.index + 1)) / m.num_blocks}%`;
   $("current-prompt").textContent = m.prompt;
@@ -58,8 +58,9 @@ function addSegment(prompt, block) {
 }
 
 function showContext(m) {
-  $("context-block").textContent = `${m.index} (first latent frame ${m.first_frame})`;
-  $("banked").textContent = m.num_banked == null ? "" : `${m.num_banked} frames in the memory bank`;
+  $("context-block").textContent = `block ${m.index} (latent frames from ${m.first_frame})`;
+  $("banked").textContent = `past frames it attends (#latent frame @RoPE position)` +
+    (m.num_banked == null ? "" : `; ${m.num_banked} frames in the memory bank`);
   const box = $("context");
   box.replaceChildren();
   for (const key of m.context) {
