@@ -60,19 +60,24 @@ def require_web_libraries() -> None:
                             "pip install -c constraints.txt -e \".[app]\"") from None
 
 
-def require_free_port(host: str, port: int) -> None:
-    """Fail before loading anything when the port is taken (uvicorn would only say so after the load)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as err:
-            raise AppSetupError(f"cannot listen on {host}:{port} ({err.strerror}); another program uses the port: "
-                                f"choose another with PORT=... (or --port)") from None
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The server's listening socket, opened before anything loads: a taken port fails in a second, and the
+    printed address accepts connections from then on (they wait until the server runs)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise AppSetupError(f"cannot listen on {host}:{port} ({err.strerror}); another program uses the port: "
+                            f"choose another with PORT=... (or --port)") from None
+    sock.listen(16)
+    return sock
 
 
 def serve(cfg: InferenceConfig, info: DistInfo, host: str, port: int) -> None:
     require_web_libraries()
-    require_free_port(host, port)
+    sock = listen_socket(host, port)
     import uvicorn
 
     from live.server import LiveApp, create_app
@@ -85,7 +90,10 @@ def serve(cfg: InferenceConfig, info: DistInfo, host: str, port: int) -> None:
                   backbone=cfg.model_preset, label=random_weight_label(setup.random_components))
     print(f"live app on http://{host}:{port} ({cfg.model_preset}, {cfg.method}, {setup.device} "
           f"{setup.dtype}); Ctrl-C stops it", flush=True)
-    uvicorn.run(create_app(app), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.Server(uvicorn.Config(create_app(app), log_level="warning")).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        print("live app stopped", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -58,7 +58,7 @@ class LiveSession:
         self.ms_per_block: list[float] = []
         self.decode_ms: list[float] = []
         self.pending: str | None = None
-        self.stream = parts.vae.stream().__enter__()
+        self.stream = parts.vae.stream().start()
         self.closed = False
 
     def encode(self, prompt: str) -> torch.Tensor:
@@ -131,5 +131,5 @@ class LiveSession:
         """Release the policy's resources and the VAE's stream (the VAE serves one stream at a time)."""
         if not self.closed:
             self.closed = True
-            self.stream.__exit__(None, None, None)
+            self.stream.close()
             self.rollout.policy.close()

@@ -159,19 +159,27 @@ class StreamingDecode:
     at a time). diffusers' AutoencoderKLWan decodes one latent frame per decoder call and keeps each causal
     convolution's last input frames in its feature cache (`_feat_map`); carrying that cache from chunk to
     chunk makes the concatenated chunks the decode of the whole video. The cache lives on the model, so one
-    stream per VAE at a time: use it as a context manager (the cache is cleared on entry and exit)."""
+    stream per VAE at a time, between start() and close() (or as a context manager)."""
 
     def __init__(self, vae: WanVAE):
         self.vae, self.model = vae, vae.model
         self.frames_decoded = 0  # latent frames so far
 
-    def __enter__(self) -> "StreamingDecode":
+    def start(self) -> "StreamingDecode":
+        """Begin a video: empty the causal cache."""
         self.model.clear_cache()
         self.frames_decoded = 0
         return self
 
-    def __exit__(self, *exc) -> None:
+    def close(self) -> None:
+        """Free the causal cache (the VAE is ready for another stream)."""
         self.model.clear_cache()
+
+    def __enter__(self) -> "StreamingDecode":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
