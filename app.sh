@@ -15,43 +15,20 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-BACKBONES=(causal_forcing self_forcing longlive demo)
-METHODS=(native latentmem infrope deepforcing)
-
-usage() {
-    echo "usage: bash app.sh <backbone> <method> [key=value ...]"
-    echo "  backbones: ${BACKBONES[*]}"
-    echo "  methods:   ${METHODS[*]}"
-    echo "  env:       PORT=7860 HOST=127.0.0.1 GPU=0 (or GPUS=)"
-}
-
-one_of() {
-    local value=$1; shift
-    local item
-    for item in "$@"; do [[ "$item" == "$value" ]] && return 0; done
-    return 1
-}
+source utils/grid_choice.sh
+usage() { grid_usage app.sh "PORT=7860 HOST=127.0.0.1 GPU=0 (or GPUS=)"; }
 
 if [[ $# -ge 1 && ( "$1" == "-h" || "$1" == "--help" ) ]]; then usage; exit 0; fi
 if [[ $# -lt 2 ]]; then usage >&2; exit 2; fi
-backbone=$1
-method=$2
+config=$(grid_config "$1" "$2")
 shift 2
-if ! one_of "$backbone" "${BACKBONES[@]}"; then
-    echo "unknown backbone '$backbone'; valid backbones: ${BACKBONES[*]}" >&2; exit 2
-fi
-if ! one_of "$method" "${METHODS[@]}"; then
-    echo "unknown method '$method'; valid methods: ${METHODS[*]}" >&2; exit 2
-fi
 
-if [[ -n "${GPU:-}" && -n "${GPUS:-}" && "$GPU" != "$GPUS" ]]; then
-    echo "GPU=$GPU and GPUS=$GPUS disagree: they are two names of one setting; set one of them" >&2; exit 2
-fi
-gpus=${GPU:-${GPUS:-}}
+source utils/torchrun_launch.sh  # for _one_setting: GPU and GPUS are one setting, as in the other launchers
+gpus=$(_one_setting GPU GPUS) || exit 2
 if [[ -n "$gpus" ]]; then
     if [[ "$gpus" == *,* ]]; then
         echo "GPU=$gpus names several GPUs; the live app runs on one: set GPU to one id" >&2; exit 2
     fi
     export CUDA_VISIBLE_DEVICES=$gpus
 fi
-exec python app.py --config "configs/${backbone}_${method}.yaml" --host "${HOST:-127.0.0.1}" --port "${PORT:-7860}" "$@"
+exec python app.py --config "$config" --host "${HOST:-127.0.0.1}" --port "${PORT:-7860}" "$@"
