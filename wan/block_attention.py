@@ -100,11 +100,17 @@ class BlockContext:
     query_positions: list[int]  # temporal RoPE position of each frame's queries
     key_positions: list[int]  # ... and of its own keys (they differ only in ∞-RoPE's flushed cache)
     slots: list[int] = field(default_factory=list)  # window-cache slots the recache pass writes
+    # A prompt switch's window recache (pipeline/context/window_recache.py) attends its own keys from this frame of
+    # the block on (LongLive's protected sink: the first frames' keys are neither attended nor stored) ...
+    own_keys_from: int = 0
+    # ... and, if > 0, block-causally in groups of this many frames (LongLive: no mask among its frames)
+    causal_frames: int = 0
 
     def layout(self, row: int = 0) -> dict:
         """Queries and keys as [frame, position(, tokens)] in concatenation order (the fixtures' layout)."""
         keys = [[f, p, "cached", n] for src in self.sources for f, p, n in src.describe(row)]
-        current = [[f, p, "current", None] for f, p in zip(self.frames, self.key_positions)]
+        own = slice(self.own_keys_from, None)
+        current = [[f, p, "current", None] for f, p in zip(self.frames[own], self.key_positions[own])]
         return {"queries": [[f, p] for f, p in zip(self.frames, self.query_positions)], "keys": keys + current}
 
 
@@ -112,7 +118,7 @@ class BlockAttention:
     def __init__(self, context: BlockContext, rope: Rope3D, grid_hw: tuple[int, int]):
         self.context, self.rope, self.grid_hw = context, rope, grid_hw
         self._query_pos = torch.tensor(context.query_positions, dtype=torch.long)
-        self._key_pos = torch.tensor(context.key_positions, dtype=torch.long)
+        self._key_pos = torch.tensor(context.key_positions[context.own_keys_from:], dtype=torch.long)
         self._context_kv: dict[int, tuple[torch.Tensor, torch.Tensor] | None] = {}
 
     def _layer_context(self, layer: int, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -125,13 +131,27 @@ class BlockAttention:
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q, k, v: [B, S, n, d] of the current block (before RoPE) -> [B, S, n, d]."""
         ctx = self._layer_context(layer, q, k)
+        if self.context.own_keys_from:
+            skip = self.context.own_keys_from * (k.shape[1] // len(self.context.frames))
+            k, v = k[:, skip:], v[:, skip:]
         q = self.rope.rotate(q, self._query_pos, self.grid_hw).type_as(v)
         k = self.rope.rotate(k, self._key_pos, self.grid_hw).type_as(v)
         if ctx is not None:
             k = torch.cat([ctx[0].type_as(k), k], dim=1)
             v = torch.cat([ctx[1].type_as(v), v], dim=1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        mask = self._causal_mask(q.shape[1], k.shape[1], q.device) if self.context.causal_frames else None
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
         return out.transpose(1, 2)
+
+    def _causal_mask(self, num_queries: int, num_keys: int, device: torch.device) -> torch.Tensor:
+        """[S_q, S_k] bool: every context key, and the own keys of the query's group of frames and earlier ones."""
+        c = self.context
+        tokens = num_queries // len(c.frames)
+        group = torch.tensor(c.frames, device=device).repeat_interleave(tokens) // c.causal_frames
+        own = group[c.own_keys_from * tokens:]
+        visible = own.unsqueeze(0) <= group.unsqueeze(1)
+        context = torch.ones(num_queries, num_keys - own.numel(), dtype=torch.bool, device=device)
+        return torch.cat([context, visible], dim=1)
 
 
 @dataclass
