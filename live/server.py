@@ -89,7 +89,7 @@ def block_message(update: BlockUpdate, session: LiveSession) -> dict:
         "boundary": update.block.boundary, "prompt": update.prompt, "first_frame": update.block.frames[0],
         "first_video_frame": video_frames - frames, "frames": jpeg_frames(update),
         "context": context_view(update.context, session.cfg.model_kwargs.sink_size),
-        "num_banked": update.context.get("num_banked"),
+        "num_banked": update.context.get("num_banked"), "switch": update.context.get("switch"),
         "speed": {"denoise_ms": update.denoise_ms, "decode_ms": update.decode_ms,
                   "denoise_fps": frames * 1000 / update.denoise_ms,
                   "total_fps": frames * 1000 / (update.denoise_ms + update.decode_ms),

@@ -89,7 +89,7 @@ class LiveSession:
         planned = self.layout[self.blocks_done]
         if self.pending is None:
             return Block(planned.index, planned.frames, len(self.segments) - 1, boundary=False, cut=False)
-        scene = self.rollout.add_segment(self.encode(self.pending))
+        scene = self.rollout.add_prompt(self.encode(self.pending))
         self.segments.append(Segment(self.pending, planned.index))
         self.pending = None
         return Block(planned.index, planned.frames, scene, boundary=True, cut=False)
@@ -125,7 +125,8 @@ class LiveSession:
         """The video so far: latents [1, F_done, C, H, W] and the logs of its blocks."""
         frames = self.blocks_done * self.cfg.num_frame_per_block
         return RolloutResult(latents=self.latents[:, :frames], context_log=list(self.rollout.context_log),
-                             extras=self.rollout.policy.extras(), ms_per_block=list(self.ms_per_block))
+                             extras=self.rollout.policy.extras(), ms_per_block=list(self.ms_per_block),
+                             segments=[s.prompt for s in self.segments])
 
     def close(self) -> None:
         """Release the policy's resources and the VAE's stream (the VAE serves one stream at a time)."""

@@ -73,13 +73,6 @@ class CausalRollout:
         self.context_log: list[dict] = []
         self.switch_event: dict | None = None  # the current block's, for its log entry
 
-    @torch.no_grad()
-    def add_segment(self, prompt_embeds: torch.Tensor) -> int:
-        """A prompt segment known only while the rollout runs (the live app's typed prompts).
-        prompt_embeds: [B, L, text_dim] -> its scene index for the blocks it conditions."""
-        self.texts.append(self.model.encode_text(prompt_embeds.to(self.device)))
-        return len(self.texts) - 1
-
     def begin_block(self, block: Block) -> BlockAttention:
         """The block's context (retrieval, eviction, flush: the policy's decisions) and its prompt.
 

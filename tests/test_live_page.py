@@ -16,6 +16,7 @@ from tests.conftest import GeneratorGate, demo_live_parts, serve_live_app, text_
 
 PROMPT, NEW = "A red fox trotting through fresh snow.", "A lighthouse on a cliff in a storm."
 CALLS_PER_BLOCK = 5  # 4 denoising steps + the recache pass
+SWITCH_CALLS = 1  # the window's recache under the new prompt at the switch (kv_recache, one call; pipeline/rollout.py)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -67,9 +68,11 @@ def test_page_shows_frames_and_a_typed_prompt_reaches_the_generator(tmp_path):
         gate.remove()
         stop()
     assert received == 1 + 4 * 23  # every frame of the 24-latent-frame video reached the page
-    assert len(segments) == 2 and segments[0] == f"from block 0: {PROMPT}" and segments[1].endswith(f": {NEW}")
-    switch = int(segments[1].split()[2].rstrip(":"))
+    assert len(segments) == 2 and segments[0] == f"from block 0: {PROMPT}"
+    head, detail = segments[1].split("\n", 1)
+    assert head.endswith(f": {NEW}") and detail.startswith("switch: cut false, recached_frames ")  # the switch event
+    switch = int(head.split()[2].rstrip(":"))
     assert thumbnails >= 3  # the last block's context: the sink, window and retrieved frames
     old, new = text_key(parts, PROMPT), text_key(parts, NEW)
-    assert len(gate.texts) == 8 * CALLS_PER_BLOCK and 1 <= switch < 8
+    assert len(gate.texts) == 8 * CALLS_PER_BLOCK + SWITCH_CALLS and 1 <= switch < 8
     assert all(torch.equal(t, old if i < switch * CALLS_PER_BLOCK else new) for i, t in enumerate(gate.texts))

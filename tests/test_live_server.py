@@ -14,15 +14,16 @@ from utils.video_io import read_video
 
 PROMPT, NEW = "A red fox trotting through fresh snow.", "A paper boat drifting down a gutter."
 CALLS_PER_BLOCK = 5  # 4 denoising steps + the recache pass
+SWITCH_CALLS = 1  # the window's recache under the new prompt at the switch (kv_recache, one call; pipeline/rollout.py)
 
 
-def receive(ws, kind: str, timeout: float = 60) -> dict:
-    """The next message of type `kind` (earlier messages of other types are skipped)."""
+def receive(ws, kinds: str | tuple[str, ...], timeout: float = 60) -> dict:
+    """The next message of one of `kinds` (earlier messages of other types are skipped)."""
     while True:
         message = json.loads(ws.recv(timeout=timeout))
         if message["type"] == "error":
             raise AssertionError(message["message"])
-        if message["type"] == kind:
+        if message["type"] in ((kinds,) if isinstance(kinds, str) else kinds):
             return message
 
 
@@ -70,12 +71,11 @@ def test_stream_switch_prompt_save_and_one_visitor_at_a_time(live):
             ws.send(json.dumps({"type": "prompt", "prompt": NEW}))
             time.sleep(0.5)  # ordering slack for the server to queue the prompt, not a timing assertion
             gate.open.set()
-            queued = receive(ws, "prompt")
-            assert queued["prompt"] == NEW
-            switch = queued["at_block"]
-            while len(blocks) < 8:
-                blocks.append(receive(ws, "block"))
-            receive(ws, "done")
+            queued = []
+            while (message := receive(ws, ("block", "prompt", "done")))["type"] != "done":
+                (blocks if message["type"] == "block" else queued).append(message)
+            assert [q["prompt"] for q in queued] == [NEW]
+            switch = queued[0]["at_block"]
             ws.send(json.dumps({"type": "save"}))
             saved = receive(ws, "saved")
     finally:
@@ -84,8 +84,10 @@ def test_stream_switch_prompt_save_and_one_visitor_at_a_time(live):
     assert 1 <= switch < 8
     assert [(b["index"], b["scene"], b["boundary"], b["prompt"]) for b in blocks] == [
         (i, int(i >= switch), i == switch, NEW if i >= switch else PROMPT) for i in range(8)]
+    assert [b["switch"] is not None for b in blocks] == [i == switch for i in range(8)]
+    assert (blocks[switch]["switch"]["segment"], blocks[switch]["switch"]["previous_segment"]) == (1, 0)
     old, new = text_key(parts, PROMPT), text_key(parts, NEW)
-    assert len(gate.texts) == 8 * CALLS_PER_BLOCK
+    assert len(gate.texts) == 8 * CALLS_PER_BLOCK + SWITCH_CALLS
     assert all(torch.equal(t, old if i < switch * CALLS_PER_BLOCK else new) for i, t in enumerate(gate.texts))
     # frames arrived as JPEGs: 9 for the first block, 12 for each later one; the speed is reported
     assert [len(b["frames"]) for b in blocks] == [9] + [12] * 7
@@ -102,6 +104,7 @@ def test_stream_switch_prompt_save_and_one_visitor_at_a_time(live):
     assert record["live"] is True and len(record["ms_per_block"]) == len(record["decode_ms_per_block"]) == 8
     log = json.loads(open(f"{folder}/{stem}.context.json").read())
     assert [b["scene"] for b in log["blocks"]] == [int(i >= switch) for i in range(8)]
+    assert log["segments"] == [PROMPT, NEW] and [e["block"] for e in log["switches"]] == [switch]
     assert torch.load(f"{folder}/{stem}.latents.pt").shape == (24, 16, 8, 8)
     # the visitor left: the next one gets the generator
     deadline = time.monotonic() + 30

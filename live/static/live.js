@@ -40,7 +40,7 @@ function onBlock(m) {
   $("num-blocks").textContent = m.num_blocks;
   $("progress-bar").style.width = `${(100 * (m.index + 1)) / m.num_blocks}%`;
   $("current-prompt").textContent = m.prompt;
-  if (m.boundary || $("segments").children.length === 0) addSegment(m.prompt, m.index);
+  if (m.boundary || $("segments").children.length === 0) addSegment(m.prompt, m.index, m.switch);
   const s = m.speed;
   $("denoise-fps").textContent = s.denoise_fps.toFixed(1);
   $("total-fps").textContent = s.total_fps.toFixed(1);
@@ -51,9 +51,16 @@ function onBlock(m) {
   $("save").disabled = false;
 }
 
-function addSegment(prompt, block) {
+function addSegment(prompt, block, event) {
   const item = document.createElement("li");
   item.textContent = `from block ${block}: ${prompt}`;
+  if (event) {  // what the switch did to the context (the context log's switch event)
+    const shown = Object.entries(event).filter(([k]) => !["block", "first_frame", "segment", "previous_segment"].includes(k));
+    const detail = document.createElement("div");
+    detail.className = "hint";
+    detail.textContent = "switch: " + shown.map(([k, v]) => `${k} ${Array.isArray(v) ? v.length + " frames" : v}`).join(", ");
+    item.appendChild(detail);
+  }
   $("segments").appendChild(item);
 }
 
