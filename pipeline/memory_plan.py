@@ -7,9 +7,10 @@ exists only while it is folded in, the VAE decodes after the rollout's caches ar
 fits when the largest phase fits its free memory (CPU: available RAM; CUDA: `torch.cuda.mem_get_info`).
 
     python -m pipeline.memory_plan --config configs/longlive_latentmem.yaml [key=value ...] [--device cuda]
-        [--dtype bfloat16] [--gpu-gb 24 48 80]
+        [--dtype bfloat16] [--gpu-gb 24 48 80] [--live]
 
-prints the plan of a config with fit verdicts for the given GPU sizes (no weights or GPU needed).
+prints the plan of a config with fit verdicts for the given GPU sizes (no weights or GPU needed); `--live`
+plans the live app (app.sh), whose text encoder stays loaded to encode prompts typed during the video.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 
 from pipeline.generation_config import GenerationConfig
 from pipeline.history_bank import bank_capacity, frame_bytes
+from pipeline.memory_switch import MEMORY_SWITCH_POLICIES
 from utils.config import ConfigError
 from utils.dtypes import resolve_dtype
 from wan.geometry import LatentGeometry
@@ -127,22 +129,29 @@ def kv_frame_bytes(mcfg: WanModelConfig, geometry: LatentGeometry, dtype: torch.
     return mcfg.num_layers * 2 * geometry.tokens_per_frame * mcfg.dim * dtype.itemsize
 
 
-def bank_item(cfg: GenerationConfig, mcfg: WanModelConfig, geometry: LatentGeometry, dev: str, dtype: torch.dtype) -> PlanItem:
+def bank_items(cfg: GenerationConfig, mcfg: WanModelConfig, geometry: LatentGeometry, dev: str, dtype: torch.dtype) -> list[PlanItem]:
     """The history bank at its largest: the whole video's evicted frames, or the budget's frames (K/V plus the
-    float8 scales), on its tier; the disk tier is checked against its folder's free space."""
+    float8 scales, and the clean latents a re-encoding switch policy keeps, counted in the budget as the bank
+    does), on its tier; the disk tier is checked against its folder's free space (latents stay in host memory)."""
     mk = cfg.model_kwargs
     bank_dtype = resolve_dtype(mk.memory_dtype, dtype)
-    per_frame = frame_bytes(mcfg.num_layers, 1, geometry.tokens_per_frame, mcfg.num_heads, mcfg.head_dim, bank_dtype)
+    latent_shape = geometry.frame_shape if MEMORY_SWITCH_POLICIES[mk.memory_switch_policy].keeps_latents else None
+    kv = frame_bytes(mcfg.num_layers, 1, geometry.tokens_per_frame, mcfg.num_heads, mcfg.head_dim, bank_dtype)
+    per_frame = frame_bytes(mcfg.num_layers, 1, geometry.tokens_per_frame, mcfg.num_heads, mcfg.head_dim, bank_dtype, latent_shape)
     budget, frames = bank_capacity(mk, cfg.num_output_frames, per_frame)
     smaller = "model_kwargs.memory_budget_gb" if budget is None else "a smaller model_kwargs.memory_budget_gb"
     if bank_dtype.itemsize > 1:
         smaller += ", model_kwargs.memory_dtype=float8_e4m3fn"
     if mk.memory_device == "disk":
-        device, fix = f"{DISK}{mk.memory_folder}", f"{smaller} or a model_kwargs.memory_folder with more room"
+        device, fix, latent_device = f"{DISK}{mk.memory_folder}", f"{smaller} or a model_kwargs.memory_folder with more room", "cpu"
     else:
-        device = dev if mk.memory_device == "auto" else mk.memory_device
+        device = latent_device = dev if mk.memory_device == "auto" else mk.memory_device
         fix = f"model_kwargs.memory_device=cpu, {smaller}" if torch.device(device).type == "cuda" else smaller
-    return PlanItem(f"history bank ({frames} frames)", device, frames * per_frame, ("rollout",), fix)
+    items = [PlanItem(f"history bank ({frames} frames)", device, frames * kv, ("rollout",), fix)]
+    if latent_shape is not None:  # float32 clean latents, to re-encode entries
+        items.append(PlanItem(f"history bank latents ({frames} frames)", latent_device, frames * (per_frame - kv), ("rollout",),
+                              "model_kwargs.memory_switch_policy=scoped"))
+    return items
 
 
 def rollout_activation_bytes(cfg: GenerationConfig, mcfg: WanModelConfig, geometry: LatentGeometry,
@@ -160,18 +169,20 @@ def rollout_activation_bytes(cfg: GenerationConfig, mcfg: WanModelConfig, geomet
     return context + text + layer + scores + latents
 
 
-def memory_plan(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> list[PlanItem]:
-    """Every component of a run of `cfg` on `device` in `dtype`, with its phases."""
+def memory_plan(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype,
+                keep_text_encoder: bool = False) -> list[PlanItem]:
+    """Every component of a run of `cfg` on `device` in `dtype`, with its phases. `keep_text_encoder`: the live
+    app's plan, where prompts are typed while the video streams, so the encoder is loaded in every phase."""
     mcfg, mk = model_preset(cfg.model_preset), cfg.model_kwargs
     geometry = LatentGeometry.of(mcfg, cfg.latent_height, cfg.latent_width)
     dev = str(device)
     steady = ("rollout", "decode")
     lower = "dtype=bfloat16" if dtype == torch.float32 else "a device with more free memory"
+    text_phases, text_fix = (PHASES, lower) if keep_text_encoder else (("encode prompts",), f"{lower} (it is released before the rollout)")
     items = [
-        PlanItem("text encoder", dev, text_encoder_bytes(cfg.text_encoder.preset, dtype), ("encode prompts",),
-                 f"{lower} (it is released before the rollout)"),
+        PlanItem("text encoder", dev, text_encoder_bytes(cfg.text_encoder.preset, dtype), text_phases, text_fix),
         PlanItem("text encoder activations", dev, text_activation_bytes(cfg.text_encoder.preset, mcfg.text_len, dtype),
-                 ("encode prompts",), lower, estimate=True),
+                 text_phases, lower, estimate=True),
         PlanItem("DiT weights", dev, dit_bytes(mcfg, dtype), ("load", *steady), lower),
     ]
     if cfg.adapter is not None:
@@ -188,7 +199,7 @@ def memory_plan(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype)
                  "model_kwargs.local_attn_size"),
     ]
     if cfg.uses_bank:
-        items.append(bank_item(cfg, mcfg, geometry, dev, dtype))
+        items += bank_items(cfg, mcfg, geometry, dev, dtype)
     items += [
         PlanItem("rollout activations", dev, rollout_activation_bytes(cfg, mcfg, geometry, dtype, device), ("rollout",),
                  lower, estimate=True),
@@ -260,9 +271,10 @@ def bank_check(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) 
     check_fits(items, {i.device: free_bytes(i.device) for i in items})
 
 
-def plan_run(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype, show: bool) -> list[PlanItem]:
+def plan_run(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype, show: bool,
+             keep_text_encoder: bool = False) -> list[PlanItem]:
     """Print the plan (when `show`) and refuse before loading anything if it does not fit."""
-    items = memory_plan(cfg, device, dtype)
+    items = memory_plan(cfg, device, dtype, keep_text_encoder)
     if show:
         print(format_plan(items), flush=True)
     check_fits(items, {dev: free_bytes(dev) for dev in devices(items)})
@@ -278,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="device the plan is for (default cuda)")
     parser.add_argument("--dtype", default="bfloat16", help="compute dtype (default bfloat16)")
     parser.add_argument("--gpu-gb", type=float, nargs="*", default=[24, 48, 80], help="GPU sizes for the verdicts")
+    parser.add_argument("--live", action="store_true", help="the live app's plan (app.sh): the text encoder stays loaded")
     args = parser.parse_args(argv)
     from inference_job.config import InferenceConfig
 
@@ -286,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}")
         return 2
-    items = memory_plan(cfg, torch.device(args.device), resolve_dtype(args.dtype, torch.bfloat16))
+    items = memory_plan(cfg, torch.device(args.device), resolve_dtype(args.dtype, torch.bfloat16), args.live)
     print(format_plan(items))
     for gb in args.gpu_gb:
         try:
