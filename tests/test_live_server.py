@@ -30,7 +30,10 @@ def receive(ws, kinds: str | tuple[str, ...], timeout: float = 60) -> dict:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     out = tmp_path_factory.mktemp("live")
-    cfg, parts = demo_live_parts(["num_output_frames=24", f"prompts=[{PROMPT!r}]", f"output_folder={out}"])
+    # `global`: the default `scoped` bank holds no entry of the typed prompt's segment yet in 8 blocks, and
+    # the context view must show retrieved frames
+    cfg, parts = demo_live_parts(["num_output_frames=24", f"prompts=[{PROMPT!r}]", f"output_folder={out}",
+                                  "model_kwargs.memory_switch_policy=global"])
     app = LiveApp(new_session=lambda text: LiveSession(parts, cfg, text), cfg=cfg, prompt=PROMPT, backbone="demo",
                   label="RANDOM-WEIGHT DEMO: test")
     address, stop = serve_live_app(app)
@@ -92,7 +95,7 @@ def test_stream_switch_prompt_save_and_one_visitor_at_a_time(live):
     # frames arrived as JPEGs: 9 for the first block, 12 for each later one; the speed is reported
     assert [len(b["frames"]) for b in blocks] == [9] + [12] * 7
     assert all(b["speed"]["denoise_fps"] > b["speed"]["total_fps"] > 0 for b in blocks)
-    assert any(k["kind"] == "retrieved" for b in blocks for k in b["context"])  # latentmem retrieves from block 6
+    assert any(k["kind"] == "retrieved" for b in blocks for k in b["context"])  # latentmem (global) retrieves from block 6
     # the saved files, in inference's output format
     folder, names = cfg.output_folder, saved["files"]
     stem = names[0][: -len(".mp4")]
