@@ -127,7 +127,7 @@ def replay_calls(model: CausalWanModel, rcfg: RolloutConfig, method: ContextMeth
         if call["role"] == "denoise" and call["step"] == 0:
             attn = rollout.begin_block(blocks[b])
         if call["role"] == "denoise":
-            x0 = rollout.predict_x0(attn, trace["step_input"][b, call["step"]], trace["step_timestep"][b, call["step"]])
+            x0 = rollout.predict_x0(attn, trace["step_input"][b, call["step"]], block_timestep(trace["step_timestep"][b, call["step"]]))
             expected = trace["step_x0"][b, call["step"]]
         else:
             clean = trace["step_x0"][b, steps - 1]
@@ -137,6 +137,13 @@ def replay_calls(model: CausalWanModel, rcfg: RolloutConfig, method: ContextMeth
         layouts.append(attn.context.layout(0))
         errors.append((x0.cpu() - expected).abs().max().item())
     return errors, layouts, rollout.policy.extras().get("retrieval_log", [])
+
+
+def block_timestep(timestep: torch.Tensor) -> float:
+    """The one timestep of a recorded call (timestep: [B, nf], equal entries: the loop runs a block at one timestep)."""
+    if not (timestep == timestep.flatten()[0]).all():
+        raise ValueError(f"recorded call has different timesteps per frame {timestep.tolist()}; the block loop uses one per call")
+    return float(timestep.flatten()[0])
 
 
 def recorded_noise(trace: dict):

@@ -16,7 +16,28 @@ class RetrievalMemory:
         self._frame_descriptors: list[torch.Tensor] = []  # per block: [B, nf, D]
         self._evicted: list[int] = []  # frames that left the bank since the last log entry
         self._prefetched: tuple[int, Selection | None, PendingGather | None] | None = None
-        self.log: list[dict] = []
+        self._log: list[dict] = []
+        # decisions not converted for the log yet: (block start, bank size, evicted frames, selection, frames [B, k])
+        self._unread: list[tuple[int, int, list[int], Selection, torch.Tensor]] = []
+
+    @property
+    def log(self) -> list[dict]:
+        """One entry per retrieval decision. Its device tensors (indices, similarities, frames) become lists
+        here, when the log is read (after the block's calls), never while a block's calls are queued."""
+        for block_start, num_banked, evicted, sel, frames in self._unread:
+            self._log.append({
+                "block_start_frame": block_start,
+                "query_frame": block_start - 1,
+                "num_banked": num_banked,
+                "num_eligible": num_banked - self.recent_exclude,
+                "selected_pool_indices": sel.pool_indices.tolist(),
+                "selected_frames": frames.tolist(),
+                "similarities": None if sel.similarities is None else sel.similarities.tolist(),
+                "compression_method": self.retrieval.name,
+                "evicted_frames": evicted,
+            })
+        self._unread = []
+        return self._log
 
     def descriptors(self) -> torch.Tensor:
         """[B, F, D] descriptor of every generated frame so far."""
@@ -44,12 +65,12 @@ class RetrievalMemory:
         pending = None if selection is None else self.bank.gather_async(selection.pool_indices, dtype)
         self._prefetched = (block_start, selection, pending)
 
-    def retrieve(self, block_start: int, dtype: torch.dtype) -> tuple[RetrievedKV, list[list[int]]] | None:
+    def retrieve(self, block_start: int, dtype: torch.dtype) -> tuple[RetrievedKV, torch.Tensor] | None:
         """Retrieval decision for the block starting at `block_start`, made before its first call (or taken
         from `prefetch`).
 
         The query is the newest finished frame (block_start - 1). -> K/V of the chosen entries and
-        their global frame indices [B][k], or None when nothing is eligible.
+        their global frame indices [B, k] (on the selection's device), or None when nothing is eligible.
         """
         prefetched, self._prefetched = self._prefetched, None
         if prefetched is not None and prefetched[0] == block_start:
@@ -60,23 +81,12 @@ class RetrievalMemory:
             selection, pending = self._select(block_start), None
         if selection is None:
             return None
-        frames = torch.tensor(self.bank.frames)[selection.pool_indices.cpu()].tolist()
-        self._log(block_start, selection, frames)
+        pool = selection.pool_indices
+        frames = torch.tensor(self.bank.frames, device=pool.device)[pool]  # host list -> device once, no read back
+        self._record(block_start, selection, frames)
         retrieved = self.bank.gather(selection.pool_indices, dtype) if pending is None else pending.result()
         return retrieved, frames
 
-    def _log(self, block_start: int, sel: Selection, frames: list[list[int]]) -> None:
-        self.log.append(
-            {
-                "block_start_frame": block_start,
-                "query_frame": block_start - 1,
-                "num_banked": self.bank.size,
-                "num_eligible": self.bank.size - self.recent_exclude,
-                "selected_pool_indices": sel.pool_indices.tolist(),
-                "selected_frames": frames,
-                "similarities": None if sel.similarities is None else sel.similarities.tolist(),
-                "compression_method": self.retrieval.name,
-                "evicted_frames": self._evicted,
-            }
-        )
+    def _record(self, block_start: int, sel: Selection, frames: torch.Tensor) -> None:
+        self._unread.append((block_start, self.bank.size, self._evicted, sel, frames))
         self._evicted = []

@@ -18,17 +18,18 @@ from pipeline.context.policy import CacheGeometry, ContextPolicy, PolicyFactory,
 from pipeline.prompt_schedule import Block, PromptSchedule
 from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
-from wan.block_attention import BlockAttention, BlockKV, RecachePass
+from wan.block_attention import BlockAttention, BlockKV, ContextBuffers, RecachePass
 from wan.geometry import LatentGeometry
 from wan.model import CausalWanModel, TextContext
 from wan.rope import Rope3D
 
-NoiseSource = Callable[[torch.Size], torch.Tensor]
+NoiseSource = Callable[[torch.Size], torch.Tensor]  # shape -> a draw on the compute device
 
 
 def gaussian_noise(generator: torch.Generator) -> NoiseSource:
-    """Standard-normal draws on the CPU from `generator` (identical on every device)."""
-    return lambda shape: torch.randn(shape, generator=generator)
+    """Standard-normal draws from `generator`, made on its device (the compute device's generator: no
+    host-to-device copy per step; the stream depends only on the seed and the device type)."""
+    return lambda shape: torch.randn(shape, generator=generator, device=generator.device)
 
 
 @dataclass
@@ -59,8 +60,10 @@ class CausalRollout:
         self.geometry = LatentGeometry.of(mcfg, latent_shape[1], latent_shape[2])
         self.grid_hw = self.geometry.grid_hw
         self.schedule = FlowMatchSchedule(cfg.model_kwargs.timestep_shift)
-        self.step_timesteps = self.schedule.step_timesteps(cfg.denoising_step_list, cfg.warp_denoising_step)
+        # Python floats: a timestep never travels between host and device
+        self.step_timesteps: list[float] = self.schedule.step_timesteps(cfg.denoising_step_list, cfg.warp_denoising_step).tolist()
         self.rope = Rope3D(mcfg.head_dim, mcfg.rope_max_positions, self.device)
+        self.buffers = ContextBuffers()
         geometry = CacheGeometry(mcfg.num_layers, prompt_embeds[0].shape[0], self.geometry.tokens_per_frame, self.grid_hw,
                                  mcfg.num_heads, mcfg.head_dim, num_frames, cfg.num_frame_per_block, self.device, self.dtype)
         self.policy: ContextPolicy = policy_factory(PolicySetup(geometry, self.rope, seed))
@@ -72,31 +75,31 @@ class CausalRollout:
     def begin_block(self, block: Block) -> BlockAttention:
         """The block's context (retrieval, eviction, flush: the policy's decisions) and its prompt."""
         self.text = self.texts[block.scene]
-        return BlockAttention(self.policy.begin_block(block), self.rope, self.grid_hw)
+        return BlockAttention(self.policy.begin_block(block), self.rope, self.grid_hw, self.buffers)
 
     @torch.no_grad()
-    def predict_x0(self, attn: BlockAttention, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """One network call. x: [B, nf, C, H, W]; timestep: [B, nf] -> x0 prediction (x's dtype)."""
-        flow = self.model(x.to(self.device), timestep.to(self.device), self.text, attn)
-        return self.schedule.flow_to_x0(flow, x.to(self.device), timestep)
+    def predict_x0(self, attn: BlockAttention, x: torch.Tensor, t: float) -> torch.Tensor:
+        """One network call at timestep `t` for every frame. x: [B, nf, C, H, W] on the compute device -> x0
+        prediction (x's dtype)."""
+        flow = self.model(x, torch.full(x.shape[:2], t, device=x.device), self.text, attn)
+        return self.schedule.flow_to_x0(flow, x, t)
 
     @torch.no_grad()
     def denoise_block(self, attn: BlockAttention, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         """N few-step denoising calls from x: [B, nf, C, H, W] pure noise -> clean x0."""
         steps = self.step_timesteps
         for i, t in enumerate(steps):
-            timestep = torch.full(x.shape[:2], float(t), device=self.device)
-            x0 = self.predict_x0(attn, x, timestep)
+            x0 = self.predict_x0(attn, x, t)
             if i + 1 < len(steps):
-                x = self.schedule.renoise(x0, noise(x0.shape).to(x0.device), torch.full_like(timestep, float(steps[i + 1])))
+                x = self.schedule.renoise(x0, noise(x0.shape), steps[i + 1])
         return x0
 
     @torch.no_grad()
     def recache(self, attn: BlockAttention, x0: torch.Tensor, noise: NoiseSource) -> tuple[torch.Tensor, BlockKV]:
         """The clean pass at timestep `context_noise` -> (its x0, discarded by the loop; the block's K/V).
         The policy's work that may overlap it (latentmem: the next block's prefetch) starts first."""
-        t = torch.full(x0.shape[:2], float(self.cfg.context_noise), device=self.device)
-        x = x0 if self.cfg.context_noise == 0 else self.schedule.renoise(x0, noise(x0.shape).to(x0.device), t)
+        t = float(self.cfg.context_noise)
+        x = x0 if self.cfg.context_noise == 0 else self.schedule.renoise(x0, noise(x0.shape), t)
         self.policy.before_recache(attn.context, x0)
         recache = RecachePass(attn)
         return self.predict_x0(recache, x, t), recache.block_kv
@@ -138,6 +141,8 @@ def generate(
         raise ValueError(f"{len(embeds)} prompt embeddings for a schedule of {len(schedule.segments)} segments")
     rollout = CausalRollout(model, cfg, policy_factory, embeds, (c, h, w), num_frames, seed)
     out = torch.empty(noise.shape, dtype=torch.float32, device=rollout.device)
+    noise = noise.to(rollout.device)  # moved once, not per block
+    opening = None if opening is None else opening.to(rollout.device, torch.float32)
     timings = []
     try:
         for block in tqdm(schedule.blocks(num_frames, nf), desc="blocks", disable=not progress, leave=False):
@@ -145,9 +150,9 @@ def generate(
             first, end = block.frames[0], block.frames[-1] + 1
             attn = rollout.begin_block(block)
             if first < num_opening:
-                x0 = opening[:, first:end].to(rollout.device, torch.float32)
+                x0 = opening[:, first:end]
             else:
-                x0 = rollout.denoise_block(attn, noise[:, first:end].to(rollout.device), renoise)
+                x0 = rollout.denoise_block(attn, noise[:, first:end], renoise)
             out[:, first:end] = x0
             _, kv = rollout.recache(attn, x0, renoise)
             rollout.end_block(block, attn, x0, kv)
