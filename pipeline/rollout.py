@@ -64,6 +64,9 @@ class CausalRollout:
         self.step_timesteps: list[float] = self.schedule.step_timesteps(cfg.denoising_step_list, cfg.warp_denoising_step).tolist()
         self.rope = Rope3D(mcfg.head_dim, mcfg.rope_max_positions, self.device)
         self.buffers = ContextBuffers()
+        # one graph per call type (denoising step, recache pass): dynamic shapes from the start, so the window
+        # filling up does not recompile
+        self.compiled = torch.compile(model, dynamic=True) if cfg.compile else None
         geometry = CacheGeometry(mcfg.num_layers, prompt_embeds[0].shape[0], self.geometry.tokens_per_frame, self.grid_hw,
                                  mcfg.num_heads, mcfg.head_dim, num_frames, cfg.num_frame_per_block, self.device, self.dtype)
         self.policy: ContextPolicy = policy_factory(PolicySetup(geometry, self.rope, seed))
@@ -81,7 +84,8 @@ class CausalRollout:
     def predict_x0(self, attn: BlockAttention, x: torch.Tensor, t: float) -> torch.Tensor:
         """One network call at timestep `t` for every frame. x: [B, nf, C, H, W] on the compute device -> x0
         prediction (x's dtype)."""
-        flow = self.model(x, torch.full(x.shape[:2], t, device=x.device), self.text, attn)
+        forward = self.compiled if self.compiled is not None and attn.compilable else self.model
+        flow = forward(x, torch.full(x.shape[:2], t, device=x.device), self.text, attn)
         return self.schedule.flow_to_x0(flow, x, t)
 
     @torch.no_grad()

@@ -150,11 +150,18 @@ class BlockAttention:
         self._query_angles = rope.frame_angles(context.query_positions, grid_hw)
         same = context.key_positions == context.query_positions
         self._key_angles = self._query_angles if same else rope.frame_angles(context.key_positions, grid_hw)
-        self._layers: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}  # layer -> (K, V, S_ctx)
+        self._layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (K, V) buffers
 
-    def _layer_buffers(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    @property
+    def compilable(self) -> bool:
+        """Whether a call only reads the block's context: the first call has built every layer's context and
+        it is not empty. Such calls are one function of their inputs, the shapes fixed once the window is
+        full: what `compile` traces. (A block without context would pin the buffer size to the block's.)"""
+        return bool(self._layers) and bool(self.context.sources)
+
+    def _layer_buffers(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> K, V: [B, S_ctx + S_blk, n, d] with the rotated context of `layer` in front (assembled on first
-        use in the block), and S_ctx."""
+        use in the block)."""
         if layer not in self._layers:
             parts = [src.keys_values(layer, q, k) for src in self.context.sources]
             context_tokens = sum(pk.shape[1] for pk, _ in parts)
@@ -164,12 +171,13 @@ class BlockAttention:
                 keys[:, start : start + pk.shape[1]].copy_(pk)
                 values[:, start : start + pk.shape[1]].copy_(pv)
                 start += pk.shape[1]
-            self._layers[layer] = (keys, values, context_tokens)
+            self._layers[layer] = (keys, values)
         return self._layers[layer]
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q, k, v: [B, S, n, d] of the current block (before RoPE) -> [B, S, n, d]."""
-        keys, values, context_tokens = self._layer_buffers(layer, q, k, v)
+        keys, values = self._layer_buffers(layer, q, k, v)
+        context_tokens = keys.shape[1] - k.shape[1]
         q = apply_rope(q, self._query_angles).type_as(v)
         apply_rope(k, self._key_angles, out=keys[:, context_tokens:])
         values[:, context_tokens:].copy_(v)
