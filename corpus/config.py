@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+from pipeline.build import weight_fingerprints
 from pipeline.generation_config import GenerationConfig
 from utils.config import ConfigError, config_to_dict, load_config
 from utils.dtypes import DTYPES
@@ -52,9 +53,11 @@ def load_generate_latent_config(path: str | os.PathLike | None, overrides: Seque
 
 def hashed_settings(cfg: GenerateLatentConfig, prompts: list[str], device_type: str, dtype: str) -> dict:
     """Everything that determines the latent values: the config without RUN_ONLY_KEYS, the prompt list
-    (by content, not by file name) and the resolved device type and compute dtype."""
+    (by content, not by file name), the fingerprints of the weights files that shape the latents (the VAE
+    only decodes verification videos) and the resolved device type and compute dtype."""
     settings = {k: v for k, v in config_to_dict(cfg).items() if k not in RUN_ONLY_KEYS + ("data_path", "prompts", "dtype")}
     settings["prompts_sha256"] = hashlib.sha256(json.dumps(prompts).encode()).hexdigest()
+    settings["weights"] = {k: v for k, v in weight_fingerprints(cfg).items() if k != "vae.checkpoint"}
     settings["device_type"] = device_type
     settings["dtype"] = dtype
     return settings

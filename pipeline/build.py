@@ -192,13 +192,18 @@ def load_autoencoder(path: str | Path | None, frame: tuple[int, int, int], devic
     return ae.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
 
 
+def retrieval_rule(name: str, encoder: Callable[[], RetrievalAutoencoder]) -> Retrieval:
+    """The retrieval rule `name` (ae | avg_pool | random); `encoder` loads the AE, called only for `ae`."""
+    if name == "ae":
+        return TopKRetrieval(EncoderDescriptor(encoder()), name)
+    if name == "avg_pool":
+        return TopKRetrieval(AvgPoolDescriptor(), name)
+    return RandomRetrieval()
+
+
 def load_retrieval(mk: ModelKwargs, frame: tuple[int, int, int], device: torch.device) -> Retrieval:
     """The retrieval rule of `mk.compression_method` for latent frames `frame` (C, H, W)."""
-    if mk.compression_method == "ae":
-        return TopKRetrieval(EncoderDescriptor(load_autoencoder(mk.ae_ckpt, frame, device)), mk.compression_method)
-    if mk.compression_method == "avg_pool":
-        return TopKRetrieval(AvgPoolDescriptor(), mk.compression_method)
-    return RandomRetrieval()
+    return retrieval_rule(mk.compression_method, lambda: load_autoencoder(mk.ae_ckpt, frame, device))
 
 
 @dataclass(frozen=True)

@@ -197,6 +197,20 @@ def test_config_hash_ignores_run_only_keys_and_follows_value_keys():
         assert changed != base
 
 
+def test_config_hash_follows_the_generator_weights_file(tmp_path):
+    """A replaced checkpoint at the same path changes the hash (size / mtime), so a resumed corpus refuses it."""
+    ckpt = tmp_path / "generator.pt"
+    ckpt.write_bytes(b"0" * 10)
+
+    def chash():
+        return config_hash(hashed_settings(load_generate_latent_config(DEMO, [f"generator_ckpt={ckpt}"]), ["a"], "cpu", "float32"))
+
+    first = chash()
+    assert first == chash()
+    ckpt.write_bytes(b"0" * 11)
+    assert chash() != first
+
+
 # ---------------------------------------------------------------- file checks
 
 

@@ -11,9 +11,9 @@ import dataclasses
 import torch
 
 from ae.model import RetrievalAutoencoder
-from pipeline.build import ContextMethod, build_context_method
-from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor, GroundTruthDescriptor
-from pipeline.retrieval import RandomRetrieval, Retrieval, TopKRetrieval
+from pipeline.build import ContextMethod, build_context_method, retrieval_rule
+from pipeline.descriptors import GroundTruthDescriptor
+from pipeline.retrieval import Retrieval, TopKRetrieval
 from pipeline.rollout import RolloutResult, gaussian_noise, generate
 from pipeline.rollout_config import METHOD_KEYS, ModelKwargs, RolloutConfig
 from toydatasets.toy_world import WorldConfig, coverage
@@ -46,15 +46,15 @@ def method_config(method: str, base: RolloutConfig) -> RolloutConfig:
 def method_retrieval(cfg: RolloutConfig, positions: torch.Tensor, world: WorldConfig, ae: RetrievalAutoencoder | None) -> Retrieval:
     """The retrieval rule of a latentmem method. positions: [B, F, 2] true camera positions (read only by the oracle)."""
     name = cfg.model_kwargs.compression_method
-    if name == "ae":
-        if ae is None:
-            raise ConfigError("method latentmem/ae needs the toy retrieval AE (runs/toyworld/ae.pt from python -m toyworld.train)")
-        return TopKRetrieval(EncoderDescriptor(ae), name)
-    if name == "avg_pool":
-        return TopKRetrieval(AvgPoolDescriptor(), name)
     if name == "oracle":
         return TopKRetrieval(GroundTruthDescriptor(coverage(positions, world)), name)
-    return RandomRetrieval()
+
+    def toy_encoder() -> RetrievalAutoencoder:
+        if ae is None:
+            raise ConfigError("method latentmem/ae needs the toy retrieval AE (runs/toyworld/ae.pt from python -m toyworld.train)")
+        return ae
+
+    return retrieval_rule(name, toy_encoder)
 
 
 def toy_context_method(cfg: RolloutConfig, positions: torch.Tensor, world: WorldConfig,
