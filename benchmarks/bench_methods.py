@@ -113,6 +113,10 @@ class BytesWritten(TorchDispatchMode):
         return out
 
 
+def no_clean_pass(context, x0, scene):
+    raise RuntimeError("this benchmark has one prompt: no policy recomputes cached keys")
+
+
 def full_size_bytes_per_block(method: str, blocks: int) -> float:
     """Mean bytes one layer's context policy writes per steady-state block, Wan2.1-1.3B, bf16, on `meta`."""
     cfg = model_preset("wan2.1-t2v-1.3b")
@@ -122,7 +126,7 @@ def full_size_bytes_per_block(method: str, blocks: int) -> float:
     geometry = CacheGeometry(1, 1, tokens, FULL_SIZE_GRID, cfg.num_heads, cfg.head_dim, blocks * nf, nf, meta, dtype)
     rcfg = RolloutConfig(method=method, model_kwargs=ModelKwargs(compression_method="random"))
     rope = Rope3D(cfg.head_dim, cfg.rope_max_positions, meta)
-    policy = build_context_method(rcfg, RandomRetrieval).policy(PolicySetup(geometry, rope, 0))
+    policy = build_context_method(rcfg, RandomRetrieval).policy(PolicySetup(geometry, rope, 0, no_clean_pass))
     qkv = torch.empty(1, nf * tokens, cfg.num_heads, cfg.head_dim, device=meta, dtype=dtype)
     x0 = torch.empty(1, nf, cfg.in_dim, 2 * FULL_SIZE_GRID[0], 2 * FULL_SIZE_GRID[1], device=meta, dtype=dtype)
     written = []

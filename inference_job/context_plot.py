@@ -1,7 +1,8 @@
 """PNG of one video's context log: for every block (x: its first frame) the attended frames (y),
 coloured by their temporal RoPE position, sized by how many of the frame's tokens were attended.
 
-The same picture for every method shows at a glance how they differ: native's band of recent
+Prompt switches are vertical lines at the first frame of the switching block, labelled with the new
+segment (dashed: a switch; solid: a hard cut). The same picture for every method shows at a glance how they differ: native's band of recent
 frames at rising positions, ∞-RoPE's band at bounded positions with flushes and cuts, latentmem's
 retrieved frames far below the band at position 0, Deep Forcing's partial frames.
 Uses matplotlib's object API with the Agg canvas (no pyplot global state, no display needed).
@@ -30,6 +31,11 @@ def context_points(log: list[dict]) -> tuple[list[int], list[int], list[int], li
     return blocks, frames, positions, tokens
 
 
+def segment_boundaries(log: list[dict]) -> list[tuple[int, int, bool]]:
+    """(first frame, new segment, hard cut) of every block that starts a new prompt segment."""
+    return [(e["first_frame"], e["scene"], bool(e["switch"]["cut"])) for e in log if e.get("switch")]
+
+
 def plot_context(log: list[dict], num_frames: int, path: str | os.PathLike, title: str) -> None:
     """Write the plot of `log` (entries as in RolloutResult.context_log) to `path`."""
     blocks, frames, positions, tokens = context_points(log)
@@ -42,6 +48,9 @@ def plot_context(log: list[dict], num_frames: int, path: str | os.PathLike, titl
         sizes = [4 + 20 * n / full for n in tokens]
         points = ax.scatter(blocks, frames, c=positions, s=sizes, cmap="viridis", label="attended frame")
         fig.colorbar(points, ax=ax, label="temporal RoPE position")
+    for frame, segment, cut in segment_boundaries(log):
+        ax.axvline(frame, color="tab:red", linestyle="-" if cut else "--", linewidth=1)
+        ax.text(frame, num_frames, f" segment {segment}", color="tab:red", fontsize="x-small", va="top", rotation=90)
     ax.set(xlim=(0, num_frames), ylim=(0, num_frames), xlabel="block's first frame (latent index)",
            ylabel="attended frame (latent index)", title=title)
     ax.legend(loc="upper left", fontsize="small")

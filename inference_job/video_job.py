@@ -26,8 +26,8 @@ from utils.video_io import write_video
 
 # Keys that do not change any video's content (prompts count by content, per video; device and dtype
 # count as resolved; compile changes values by float rounding only): a resumed run may change them.
-RUN_ONLY_KEYS = ("output_folder", "skip_existing", "num_samples", "save_latents", "data_path", "prompts", "device", "dtype",
-                 "compile")
+RUN_ONLY_KEYS = ("output_folder", "skip_existing", "num_samples", "save_latents", "data_path", "prompts", "prompt_schedule",
+                 "device", "dtype", "compile")
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,8 @@ def write_context(job: VideoJob, files: VideoFiles, cfg: InferenceConfig, result
         "prompt_index": job.prompt_index, "sample": job.sample, "prompt": job.prompt, "seed": job.seed,
         "method": cfg.method, "window": mk.local_attn_size, "sink_size": mk.sink_size,
         "num_frames": cfg.num_output_frames, **{k: result.extras[k] for k in ("history_bank",) if k in result.extras},
+        "segments": result.segments,  # prompt of each segment; every block's `scene` indexes it
+        "switches": [entry["switch"] for entry in result.context_log if entry["switch"]],
         "blocks": result.context_log,
     }
     atomic_write_text(json.dumps(log, indent=1), files.context_log)

@@ -25,9 +25,10 @@ from pipeline.context.infrope import InfRopePolicy
 from pipeline.context.latentmem import LatentMemPolicy
 from pipeline.context.native import NativePolicy
 from pipeline.context.policy import PolicyFactory
+from pipeline.context.window_recache import SwitchOptions
 from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor
 from pipeline.generation_config import AdapterConfig, GenerationConfig
-from pipeline.prompt_schedule import PromptSchedule, parse_infrope_prompt
+from pipeline.prompt_schedule import PromptFormat, PromptSchedule
 from pipeline.retrieval import RandomRetrieval, Retrieval, TopKRetrieval
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from utils.assets import RAG_DOWNLOAD, WAN_DOWNLOAD, MissingAssetError, released_download
@@ -215,25 +216,30 @@ class ContextMethod:
     parse_prompt: Callable[[str], PromptSchedule]
 
 
-def build_context_method(cfg: RolloutConfig, retrieval: Callable[[], Retrieval]) -> ContextMethod:
-    """The one place a method name becomes behaviour; `retrieval` is called only for latentmem."""
+def build_context_method(cfg: RolloutConfig, retrieval: Callable[[], Retrieval],
+                         switch_frame_indices: list[int] | None = None) -> ContextMethod:
+    """The one place a method name becomes behaviour; `retrieval` is called only for latentmem.
+    switch_frame_indices: prompt lines are LongLive's JSONL records (pipeline/prompt_schedule.py)."""
     mk, nf = cfg.model_kwargs, cfg.num_frame_per_block
     window = dict(window=mk.local_attn_size, sink_size=mk.sink_size)
-    parse = PromptSchedule.single
+    switch = SwitchOptions(kv_recache=mk.kv_recache, global_sink=mk.global_sink, global_sink_always=mk.global_sink_always,
+                           causal=mk.switch_recache_causal)
+    indices = None if switch_frame_indices is None else tuple(switch_frame_indices)
+    parse = PromptFormat(nf, indices).parse
     if cfg.method == "native":
-        policy = partial(NativePolicy, **window)
+        policy = partial(NativePolicy, **window, switch=switch)
     elif cfg.method == "latentmem":
         policy = partial(
             LatentMemPolicy, **window, memory_size=mk.memory_size, recent_exclude=mk.recent_exclude, retrieval=retrieval(),
-            bank=mk)
+            bank=mk, switch=switch)
     elif cfg.method == "infrope":
         policy = partial(InfRopePolicy, **window, cut_position=mk.infrope_cut_position, flush_newest=mk.infrope_flush_newest,
                          flush_after_sink=mk.infrope_flush_after_sink)
-        parse = partial(parse_infrope_prompt, frames_per_block=nf, cut_from_ending_scene=not mk.infrope_cut_on_marked_scene)
+        parse = PromptFormat(nf, indices, every_line=True, cut_from_ending_scene=not mk.infrope_cut_on_marked_scene).parse
     elif cfg.method == "deepforcing":
         policy = partial(DeepForcingPolicy, **window, recent=mk.df_recent, scorer=AttentionScore(probabilities=mk.df_score == "softmax"),
                          current_queries=mk.df_score_queries != "clean", clean_queries=mk.df_score_queries != "current",
-                         hysteresis=mk.df_hysteresis)
+                         hysteresis=mk.df_hysteresis, switch=switch)
     else:
         raise ValueError(f"unknown method '{cfg.method}'; choose one of native, latentmem, infrope, deepforcing")
     return ContextMethod(cfg.method, policy, parse)
@@ -241,7 +247,7 @@ def build_context_method(cfg: RolloutConfig, retrieval: Callable[[], Retrieval])
 
 def build_method(cfg: GenerationConfig, mcfg: WanModelConfig, device: torch.device) -> ContextMethod:
     frame = (mcfg.in_dim, cfg.latent_height, cfg.latent_width)
-    return build_context_method(cfg, lambda: load_retrieval(cfg.model_kwargs, frame, device))
+    return build_context_method(cfg, lambda: load_retrieval(cfg.model_kwargs, frame, device), cfg.switch_frame_indices)
 
 
 @dataclass

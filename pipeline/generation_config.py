@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.prompt_schedule import PromptFormat, ScheduleError
 from pipeline.rollout_config import RolloutConfig
 from utils.assets import require_user_path
 from utils.config import ConfigError
@@ -59,8 +60,14 @@ class GenerationConfig(RolloutConfig):
     latent_width: int = 104  # 832 px / VAE stride 8
     num_output_frames: int = 120  # latent frames; the video has 1 + 4 (F - 1) frames
     # prompts and run
-    data_path: str | None = None  # prompt file, one prompt per line
+    data_path: str | None = None  # prompt file, one prompt per line (or one LongLive JSONL record with switch_frame_indices)
     prompts: list[str] | None = None  # inline prompts instead of data_path
+    # one video's prompt schedule, e.g. 'a fox[1s] | an owl[1s#] | a hare'; when set it is the run's only video
+    # and takes the place of data_path / prompts (so a command-line override needs nothing else)
+    prompt_schedule: str | None = None
+    # LongLive: every prompt line is {"prompts": [p0, p1, ...]} and prompt i + 1 starts at the first block at or
+    # after latent frame switch_frame_indices[i]
+    switch_frame_indices: list[int] | None = None
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda (torchrun picks the GPU of each rank)
     dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
@@ -111,8 +118,10 @@ class GenerationConfig(RolloutConfig):
                               f"multiples of the patch size {ph} x {pw}")
 
     def _validate_run(self) -> None:
-        if (self.data_path is None) == (self.prompts is None):
-            raise ConfigError("set exactly one of data_path (a prompt file) and prompts (a list)")
+        if self.prompt_schedule is not None:
+            check_prompt_line(self, self.prompt_schedule, "prompt_schedule")
+        elif (self.data_path is None) == (self.prompts is None):
+            raise ConfigError("set exactly one of data_path (a prompt file) and prompts (a list), or prompt_schedule")
         if self.prompts is not None and (not self.prompts or any(not p.strip() for p in self.prompts)):
             raise ConfigError("prompts must be a non-empty list of non-empty strings")
         if self.seed < 0:
@@ -123,9 +132,26 @@ class GenerationConfig(RolloutConfig):
             raise ConfigError(f"dtype '{self.dtype}' is not 'auto' or one of {list(DTYPES)}")
 
 
+def check_prompt_line(cfg: GenerationConfig, line: str, where: str) -> None:
+    """Fail now, naming `where`, if `line` is not a valid schedule (pipeline/prompt_schedule.py). LongLive's switch
+    indices must fall inside the video; the one-line syntax's durations may outlast it (∞-RoPE: later scenes never play)."""
+    indices = None if cfg.switch_frame_indices is None else tuple(cfg.switch_frame_indices)
+    try:
+        schedule = PromptFormat(cfg.num_frame_per_block, indices).parse(line)
+        if indices is not None:
+            schedule.check_length(cfg.num_output_frames, cfg.num_frame_per_block)
+    except ScheduleError as err:
+        raise ScheduleError(f"{where}: {err}") from None
+
+
 def read_prompts(cfg: GenerationConfig) -> list[str]:
-    """The run's prompts in order: the inline list, or the non-empty lines of `data_path`."""
+    """The run's prompt lines in order: prompt_schedule, the inline list, or the non-empty lines of `data_path`;
+    each checked as a schedule (error naming the file and line)."""
+    if cfg.prompt_schedule is not None:
+        return [cfg.prompt_schedule]
     if cfg.prompts is not None:
+        for i, prompt in enumerate(cfg.prompts):
+            check_prompt_line(cfg, prompt, f"prompts[{i}]")
         return list(cfg.prompts)
     path = require_user_path(cfg.data_path, "prompt file (data_path)", "set data_path to a text file with one prompt per line")
     if not path.is_file():
@@ -136,7 +162,9 @@ def read_prompts(cfg: GenerationConfig) -> list[str]:
         line = path.read_bytes()[: err.start].count(b"\n") + 1
         raise ConfigError(f"data_path '{path}' is not UTF-8 text (line {line}, byte {err.start}); save the prompt "
                           "file as UTF-8") from None
-    prompts = [line.strip() for line in text.splitlines() if line.strip()]
-    if not prompts:
+    numbered = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not numbered:
         raise ConfigError(f"data_path '{path}' holds no prompts")
-    return prompts
+    for n, line in numbered:
+        check_prompt_line(cfg, line, f"data_path '{path}' line {n}")
+    return [line for _, line in numbered]

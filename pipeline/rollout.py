@@ -15,10 +15,11 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.context.policy import CacheGeometry, ContextPolicy, PolicyFactory, PolicySetup, context_entry
+from pipeline.context.window_recache import CleanLatents
 from pipeline.prompt_schedule import Block, PromptSchedule
 from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
-from wan.block_attention import BlockAttention, BlockKV, ContextBuffers, RecachePass
+from wan.block_attention import BlockAttention, BlockContext, BlockKV, ContextBuffers, RecachePass
 from wan.geometry import LatentGeometry
 from wan.model import CausalWanModel, TextContext
 from wan.rope import Rope3D
@@ -38,6 +39,7 @@ class RolloutResult:
     context_log: list[dict] = field(default_factory=list)  # per block: attended frames and positions
     extras: dict = field(default_factory=dict)  # method-specific (latentmem: retrieval_log, descriptors, kv_gathers, history_bank)
     ms_per_block: list[float] = field(default_factory=list)
+    segments: list[str] = field(default_factory=list)  # prompt of each segment (context_log's `scene` indexes it)
 
 
 class CausalRollout:
@@ -69,24 +71,54 @@ class CausalRollout:
         self.compiled = torch.compile(model, dynamic=True) if cfg.compile else None
         geometry = CacheGeometry(mcfg.num_layers, prompt_embeds[0].shape[0], self.geometry.tokens_per_frame, self.grid_hw,
                                  mcfg.num_heads, mcfg.head_dim, num_frames, cfg.num_frame_per_block, self.device, self.dtype)
-        self.policy: ContextPolicy = policy_factory(PolicySetup(geometry, self.rope, seed))
         with torch.no_grad():
             self.texts: list[TextContext] = [model.encode_text(p.to(self.device)) for p in prompt_embeds]
-        self.text = self.texts[0]
+        self.scene, self.text = 0, self.texts[0]
+        self.policy: ContextPolicy = policy_factory(PolicySetup(geometry, self.rope, seed, self.clean_pass))
+        self.latents = CleanLatents(cfg.model_kwargs.local_attn_size, cfg.model_kwargs.sink_size)  # what a switch re-encodes
         self.context_log: list[dict] = []
+        self.switch_event: dict | None = None  # the current block's, for its log entry
 
     def begin_block(self, block: Block) -> BlockAttention:
-        """The block's context (retrieval, eviction, flush: the policy's decisions) and its prompt."""
-        self.text = self.texts[block.scene]
+        """The block's context (retrieval, eviction, flush: the policy's decisions) and its prompt.
+
+        A block whose segment differs from the previous block's is a prompt switch, whoever builds the blocks
+        (the schedule or a live driver): see `switch_prompt`."""
+        self.switch_event = self.switch_prompt(block) if block.scene != self.scene else None
         return BlockAttention(self.policy.begin_block(block), self.rope, self.grid_hw, self.buffers)
 
+    def switch_prompt(self, block: Block) -> dict:
+        """From here on every call is conditioned on the new segment's cross-attention K/V, and the policy first
+        redoes what the old prompt conditioned in its context. -> the switch event for the block's log entry."""
+        previous, self.scene, self.text = self.scene, block.scene, self.texts[block.scene]
+        event = self.policy.switch(block, self.latents)
+        return {"block": block.index, "first_frame": block.frames[0], "segment": block.scene,
+                "previous_segment": previous, "cut": block.cut, **event}
+
+    def add_prompt(self, prompt_embeds: torch.Tensor) -> int:
+        """A new prompt segment (prompt_embeds: [B, L, text_dim]), e.g. typed while generating -> its scene index."""
+        with torch.no_grad():
+            self.texts.append(self.model.encode_text(prompt_embeds.to(self.device)))
+        return len(self.texts) - 1
+
     @torch.no_grad()
-    def predict_x0(self, attn: BlockAttention, x: torch.Tensor, t: float) -> torch.Tensor:
+    def predict_x0(self, attn: BlockAttention, x: torch.Tensor, t: float, text: TextContext | None = None) -> torch.Tensor:
         """One network call at timestep `t` for every frame. x: [B, nf, C, H, W] on the compute device -> x0
-        prediction (x's dtype)."""
+        prediction (x's dtype). text: the conditioning (default: the current block's prompt)."""
         forward = self.compiled if self.compiled is not None and attn.compilable else self.model
-        flow = forward(x, torch.full(x.shape[:2], t, device=x.device), self.text, attn)
+        flow = forward(x, torch.full(x.shape[:2], t, device=x.device), self.text if text is None else text, attn)
         return self.schedule.flow_to_x0(flow, x, t)
+
+    @torch.no_grad()
+    def clean_call(self, context: BlockContext, x0: torch.Tensor, scene: int) -> tuple[torch.Tensor, BlockKV]:
+        """One call at timestep 0 on x0: [B, n, C, H, W] attending `context`, conditioned on segment `scene`
+        -> (its x0 prediction, its per-layer K/V)."""
+        recache = RecachePass(BlockAttention(context, self.rope, self.grid_hw))
+        return self.predict_x0(recache, x0, 0.0, self.texts[scene]), recache.block_kv
+
+    def clean_pass(self, context: BlockContext, x0: torch.Tensor, scene: int) -> BlockKV:
+        """PolicySetup.clean_pass: the K/V of `clean_call`."""
+        return self.clean_call(context, x0, scene)[1]
 
     @torch.no_grad()
     def denoise_block(self, attn: BlockAttention, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
@@ -111,7 +143,8 @@ class CausalRollout:
     def end_block(self, block: Block, attn: BlockAttention, x0: torch.Tensor, kv: BlockKV) -> None:
         """Write the block back into the context state and index it (the policy's decisions); log its context."""
         extra = self.policy.end_block(block, attn.context, x0, kv)
-        self.context_log.append(context_entry(block, attn.context, **extra))
+        self.latents.add(block.frames, x0)
+        self.context_log.append(context_entry(block, attn.context, switch=self.switch_event, **extra))
 
 
 def generate(
@@ -165,4 +198,5 @@ def generate(
             timings.append((time.perf_counter() - start) * 1000)
     finally:
         rollout.policy.close()
-    return RolloutResult(latents=out, context_log=rollout.context_log, extras=rollout.policy.extras(), ms_per_block=timings)
+    return RolloutResult(latents=out, context_log=rollout.context_log, extras=rollout.policy.extras(), ms_per_block=timings,
+                         segments=schedule.prompts)

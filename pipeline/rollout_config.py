@@ -17,6 +17,7 @@ METHODS = ("native", "latentmem", "infrope", "deepforcing")
 EVICTION_POLICIES = ("redundant", "oldest", "stride")
 DF_SCORES = ("softmax", "logits")
 DF_SCORE_QUERIES = ("both", "current", "clean")
+SWITCH_KEYS = ("kv_recache", "global_sink", "global_sink_always", "switch_recache_causal")  # all but infrope
 # model_kwargs keys only one method reads; setting one for another method is an error, not a silent no-op
 METHOD_KEYS = {
     "latentmem": ("memory_size", "recent_exclude", "compression_method", "ae_ckpt", "memory_device", "memory_dtype",
@@ -31,6 +32,12 @@ class ModelKwargs:
     local_attn_size: int = 12  # total attention window in latent frames (sink + context + current block)
     timestep_shift: float = 5.0
     sink_size: int = 1
+    # prompt switches (native, latentmem, deepforcing: LongLive's window recache; the defaults reproduce the
+    # official LongLive switch, the last two flags fix its bugs; infrope flushes instead)
+    kv_recache: bool = True  # re-encode the window's frames under the new prompt at a switch
+    global_sink: bool = True  # the sink keeps the first prompt's K/V (false: rewritten from the recached frames)
+    global_sink_always: bool = False  # global_sink also before the window is full (official: an early switch rewrites it)
+    switch_recache_causal: bool = False  # block-causal recache call (official: unmasked, frames attend later ones)
     # latentmem
     memory_size: int = 6  # K: retrieved frames per block
     recent_exclude: int = 5  # R: newest bank entries that may not be retrieved
@@ -148,4 +155,9 @@ class RolloutConfig:
                 if owner != self.method and getattr(self.model_kwargs, key) != _default(key):
                     raise ConfigError(f"model_kwargs.{key} is a {owner} option but method is '{self.method}'; "
                                       f"remove the key or set method: {owner}")
+        if self.method == "infrope":
+            for key in SWITCH_KEYS:
+                if getattr(self.model_kwargs, key) != _default(key):
+                    raise ConfigError(f"model_kwargs.{key} sets LongLive's window recache at a prompt switch, but method "
+                                      "infrope has its own KV flush and RoPE cut (infrope_* keys); remove the key")
         self.model_kwargs.validate(self.method, self.num_frame_per_block)

@@ -15,6 +15,10 @@ T = 16  # tokens per frame of the fixtures' 8 x 8 latents
 WINDOW = 12
 
 
+def no_clean_pass(context, x0, scene):
+    raise AssertionError("this test runs no clean pass")
+
+
 class RecordingScore:
     def __init__(self, inner):
         self.inner, self.last = inner, None
@@ -131,16 +135,17 @@ def test_hysteresis_shrinks_by_a_block_and_lets_the_region_grow_back():
 def test_geometry_without_room_for_compressed_tokens_raises():
     geometry = CacheGeometry(1, 1, 1, (1, 1), 1, 6, 9, 3, torch.device("cpu"), torch.float32)
     try:
-        DeepForcingPolicy(PolicySetup(geometry, Rope3D(6, 8), 0), window=6, sink_size=1, recent=2)
+        DeepForcingPolicy(PolicySetup(geometry, Rope3D(6, 8), 0, no_clean_pass), window=6, sink_size=1, recent=2)
     except ValueError as err:
         assert "leaves 0 frames for compressed tokens" in str(err)
     else:
         raise AssertionError("expected a ValueError")
 
 
-def test_prompt_schedule_is_single_segment_for_deepforcing():
+def test_deepforcing_reads_the_one_line_schedule_syntax_like_every_method():
     method = build_context_method(RolloutConfig(method="deepforcing"), RandomRetrieval)
-    assert method.parse_prompt("a | b[3s#]") == PromptSchedule.single("a | b[3s#]")
+    assert method.parse_prompt("a | b[3s#]").prompts == ["a", "b"]
+    assert method.parse_prompt("a plain prompt; with a semicolon") == PromptSchedule.single("a plain prompt; with a semicolon")
 
 
 def test_batch_rows_select_their_own_tokens_and_match_single_runs():

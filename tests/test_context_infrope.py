@@ -14,16 +14,22 @@ from wan.block_attention import BlockKV
 from wan.rope import Rope3D
 
 
+def no_clean_pass(context, x0, scene):
+    raise AssertionError("these tests run no clean pass")
+
+
 def setup(num_frames: int) -> PolicySetup:
     """One layer, one token per frame: a key's value is its frame index, so cache contents are readable."""
     geometry = CacheGeometry(1, 1, 1, (1, 1), 1, 6, num_frames, 3, torch.device("cpu"), torch.float32)
-    return PolicySetup(geometry, Rope3D(6, 64), 0)
+    return PolicySetup(geometry, Rope3D(6, 64), 0, no_clean_pass)
 
 
 def run_layout(policy: InfRopePolicy, line: str, num_frames: int) -> list[dict]:
     """Drive the policy with fake blocks whose keys/values equal their frame index; -> per block layout + cache."""
     out = []
     for block in parse_infrope_prompt(line, 3).blocks(num_frames, 3):
+        if block.boundary:  # as CausalRollout.begin_block does at a change of scene
+            policy.switch(block, None)
         context = policy.begin_block(block)
         kv = torch.tensor(block.frames, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, 1, 6)
         policy.end_block(block, context, None, BlockKV([kv], [kv], [kv]))

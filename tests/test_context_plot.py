@@ -1,6 +1,6 @@
 import imageio.v2 as imageio
 
-from inference_job.context_plot import context_points, plot_context
+from inference_job.context_plot import context_points, plot_context, segment_boundaries
 
 LOG = [
     {"first_frame": 3, "keys": [[0, 0, 16], [1, 1, 16], [2, 2, 16]]},
@@ -20,3 +20,16 @@ def test_plot_is_written_as_png(tmp_path):
         assert image.shape == (500, 600, 4)
         assert image[..., :3].std() > 0  # something was drawn
         assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+def test_switch_blocks_are_the_plotted_segment_boundaries(tmp_path):
+    log = [
+        {"first_frame": 0, "scene": 0, "switch": None, "keys": []},
+        {"first_frame": 3, "scene": 1, "switch": {"cut": False}, "keys": [[0, 0, 16]]},
+        {"first_frame": 6, "scene": 2, "switch": {"cut": True}, "keys": [[0, 0, 16]]},
+    ]
+    assert segment_boundaries(log) == [(3, 1, False), (6, 2, True)]
+    plain, marked = tmp_path / "plain.png", tmp_path / "marked.png"
+    plot_context([{**e, "switch": None} for e in log], 9, plain, "t")
+    plot_context(log, 9, marked, "t")
+    assert (imageio.imread(plain) != imageio.imread(marked)).any()  # the boundaries are drawn

@@ -244,3 +244,20 @@ def test_config_error_through_the_launcher_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: command-line override 'num_output_frames=20' (on configs/demo_native.yaml): num_output_frames 20 must be "
         "a positive multiple of num_frame_per_block 3"]
+
+
+@pytest.mark.slow
+def test_prompt_schedule_override_writes_a_video_with_two_switches(tmp_path):
+    schedule = "a red fox in snow[2s] | an owl at night[2s#] | a hare in a field"  # 2 s = 2 blocks of 3 frames
+    run(["bash", "inference.sh", "demo", "latentmem", f"output_folder={tmp_path}", f"num_output_frames={DEMO_FRAMES}",
+         f"prompt_schedule={schedule}"])
+    assert stems(tmp_path) == ["0000-0"]
+    log = json.loads((tmp_path / "0000-0.context.json").read_text())
+    assert log["segments"] == ["a red fox in snow", "an owl at night", "a hare in a field"]
+    assert [b["scene"] for b in log["blocks"]] == [0, 0, 1, 1, 2, 2, 2, 2]
+    switches = log["switches"]
+    assert [(s["block"], s["segment"], s["cut"]) for s in switches] == [(2, 1, True), (4, 2, False)]
+    # LongLive's window recache: before the 12-frame window is full every cached frame is re-encoded, sink included
+    assert switches[0]["recached_frames"] == [0, 1, 2, 3, 4, 5] and switches[0]["sink"] == "rewritten"
+    record = json.loads((tmp_path / "0000-0.json").read_text())
+    assert record["prompt"] == schedule and record["num_latent_frames"] == DEMO_FRAMES

@@ -176,3 +176,23 @@ def test_every_grid_config_composes_its_backbones_native_config():
             differs = {k for k in vars(native) if getattr(cfg, k) != getattr(native, k)}
             allowed = {"method", "output_folder", "model_kwargs"} | ({"prompts"} if method == "infrope" else set())
             assert differs <= allowed, (backbone, method, differs)
+
+
+def test_prompt_schedule_override_is_the_runs_only_video():
+    cfg = load_inference_config(DEMO, ["prompt_schedule=a fox[1s] | an owl[1s#] | a hare"])
+    assert cfg.prompts is not None and read_prompts(cfg) == ["a fox[1s] | an owl[1s#] | a hare"]
+    with pytest.raises(ConfigError, match=r"prompt_schedule: segment 'an owl' starts at frame 30, past the end of the video "
+                                          r"\(30 latent frames\)"):
+        load_inference_config(DEMO, ["""prompt_schedule='{"prompts": ["a fox", "an owl"]}'""", "switch_frame_indices=[28]"])
+    with pytest.raises(ConfigError, match="prompt_schedule: empty scene"):
+        load_inference_config(DEMO, ["prompt_schedule=a fox | [1s#] | a hare"])
+
+
+def test_longlive_jsonl_prompt_file_with_switch_frame_indices(tmp_path):
+    path = tmp_path / "interactive.jsonl"
+    path.write_text('{"prompts": ["a fox", "an owl"]}\n\n{"prompts": ["a boat", "a storm"]}\n')
+    cfg = load_inference_config(DEMO, [f"data_path={path}", "prompts=null", "switch_frame_indices=[4]"])
+    assert read_prompts(cfg) == ['{"prompts": ["a fox", "an owl"]}', '{"prompts": ["a boat", "a storm"]}']
+    path.write_text('{"prompts": ["a fox", "an owl"]}\n\n{"prompts": ["a boat", "a storm", "a calm"]}\n')
+    with pytest.raises(ConfigError, match=rf"data_path '{path}' line 3: 3 prompts need 2 switch_frame_indices, got 1"):
+        read_prompts(cfg)

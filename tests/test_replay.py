@@ -30,18 +30,27 @@ def test_replay_reproduces_the_official_infrope_traces_and_their_layout(name, ca
     assert f"PASS {name}" in out and "attention layout identical" in out
 
 
-def test_replay_fails_when_the_attention_layout_differs(tmp_path, capsys):
-    folder = tmp_path / "infrope"  # the trace names its weights as ../gen_generator.pt
+def replay_with_edited_layout(tmp_path, subfolder: str, rollout: str, edit) -> int:
+    """Copy a trace and its layout file (the trace names its weights as ../gen_generator.pt), `edit` the layout's
+    calls in place, replay -> exit code."""
+    folder = tmp_path / subfolder
     folder.mkdir()
-    for name in ("gen_switch_sink1.pt", "attn_layout_switch_sink1.json"):
-        shutil.copy(FIXTURES / "infrope" / name, folder)
+    for name in (f"gen_{rollout}.pt", f"attn_layout_{rollout}.json"):
+        shutil.copy(FIXTURES / subfolder / name, folder)
     shutil.copy(FIXTURES / "gen_generator.pt", tmp_path)
-    layout_file = folder / "attn_layout_switch_sink1.json"
+    layout_file = folder / f"attn_layout_{rollout}.json"
     layout = json.loads(layout_file.read_text())
-    layout["calls"][40]["queries"][0][1] += 1  # block 8 (after the cut): 24@45 -> 24@46
+    edit(layout["calls"])
     layout_file.chmod(0o644)
     layout_file.write_text(json.dumps(layout))
-    assert main([str(folder / "gen_switch_sink1.pt")]) == 1
+    return main([str(folder / f"gen_{rollout}.pt")])
+
+
+def test_replay_fails_when_the_attention_layout_differs(tmp_path, capsys):
+    def edit(calls):
+        calls[40]["queries"][0][1] += 1  # block 8 (after the cut): 24@45 -> 24@46
+
+    assert replay_with_edited_layout(tmp_path, "infrope", "switch_sink1", edit) == 1
     out = capsys.readouterr().out
     assert "FAIL gen_switch_sink1.pt" in out and "attention layout DIFFERS" in out and "call 40:" in out
 
@@ -130,3 +139,34 @@ def test_replay_skips_weight_files_and_rejects_missing_or_no_traces(tmp_path, ca
     assert "none of the given files is a rollout trace" in capsys.readouterr().err
     assert main([str(tmp_path / "absent.pt")]) == 2
     assert "absent.pt' does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["gen_switch_gsink.pt", "gen_switch_nogsink.pt", "gen_early_lora_gsink.pt"])
+def test_replay_reproduces_the_official_longlive_switch_traces(name, capsys):
+    """Every call (switch recaches included), the window cache after each switch, the full loop, and the layout
+    with the prompt segment of every attended key, within 1e-5 (the LoRA trace merges its adapter)."""
+    assert main([str(FIXTURES / "longlive_switch" / name)]) == 0
+    out = capsys.readouterr().out
+    assert f"PASS {name}" in out and "caches after 2 switches" in out and "attention layout identical" in out
+
+
+def test_replay_fails_when_a_key_came_from_another_prompt_segment(tmp_path, capsys):
+    def edit(calls):
+        assert calls[26]["keys"][0] == [0, 0, "recache", 0]  # block 5 after the switch: the sink is segment 0's
+        calls[26]["keys"][0][3] = 1
+
+    assert replay_with_edited_layout(tmp_path, "longlive_switch", "switch_gsink", edit) == 1
+    out = capsys.readouterr().out
+    assert "FAIL gen_switch_gsink.pt" in out and "attention layout DIFFERS" in out and "call 26:" in out
+
+
+def test_replay_of_a_switch_trace_with_the_other_sink_rule_fails(tmp_path, capsys):
+    trace = load_fixture("longlive_switch/gen_switch_gsink.pt")
+    trace["config"]["global_sink"] = False
+    shutil.copy(FIXTURES / "gen_generator.pt", tmp_path)
+    folder = tmp_path / "longlive_switch"
+    folder.mkdir()
+    torch.save(trace, folder / "flipped.pt")
+    assert main([str(folder / "flipped.pt")]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL flipped.pt" in out

@@ -2,12 +2,13 @@
 import pytest
 import torch
 
-from conftest import FIXTURES, load_fixture
+from conftest import FIXTURES, load_fixture, seeded_noise
 from pipeline.build import build_context_method
 from pipeline.descriptors import AvgPoolDescriptor, GroundTruthDescriptor
 from pipeline.replay import build_method, build_model, recorded_noise, rollout_config, trace_prompts
 from pipeline.retrieval import RandomRetrieval, TopKRetrieval
-from pipeline.rollout import generate
+from pipeline.prompt_schedule import Block, PromptSchedule
+from pipeline.rollout import CausalRollout, generate
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from wan.checkpoint import load_backbone_checkpoint
 from wan.model import CausalWanModel
@@ -233,3 +234,102 @@ def test_compiled_calls_give_the_eager_latents_with_one_graph_per_call_type():
     assert (compiled.latents - eager.latents).abs().max() < 1e-5
     assert [e["retrieval"]["selected_frames"] for e in compiled.context_log[6:]] == \
         [e["retrieval"]["selected_frames"] for e in eager.context_log[6:]]
+
+
+def test_clean_pass_equals_the_recache_pass_and_follows_the_scene():
+    model = fixture_model()
+    cfg = RolloutConfig(method="native", model_kwargs=ModelKwargs(sink_size=3))
+    g = torch.Generator().manual_seed(0)
+    embeds = [torch.randn(1, 10, 32, generator=g) for _ in range(2)]
+    rollout = CausalRollout(model, cfg, build_context_method(cfg, RandomRetrieval).policy, embeds, (16, 8, 8), 6)
+    blocks = PromptSchedule.single("").blocks(6, 3)
+    attn = rollout.begin_block(blocks[0])
+    x0 = rollout.denoise_block(attn, torch.randn(1, 3, 16, 8, 8, generator=g), seeded_noise(1))
+    _, kv = rollout.recache(attn, x0, seeded_noise(2))
+    same = rollout.clean_pass(attn.context, x0, 0)
+    other = rollout.clean_pass(attn.context, x0, 1)
+    for layer in range(model.cfg.num_layers):
+        assert torch.equal(same.k[layer], kv.k[layer]) and torch.equal(same.v[layer], kv.v[layer])
+    # layer 0's self-attention comes before any cross-attention: only later layers see the prompt
+    assert torch.equal(other.k[0], kv.k[0])
+    assert (other.k[1] - kv.k[1]).abs().max() > 1e-3
+
+
+def live_run(model, cfg, embeds, scenes, seed=0):
+    """Drive a CausalRollout as a live driver does: Blocks built by hand, a scene change is the only switch signal.
+    -> (rollout, per block: the TextContext of every network call made while the block ran, switch included)."""
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(args[2]))
+    nf = cfg.num_frame_per_block
+    policy = build_context_method(cfg, lambda: TopKRetrieval(AvgPoolDescriptor(), "avg_pool")).policy
+    rollout = CausalRollout(model, cfg, policy, embeds, (16, 8, 8), len(scenes) * nf)
+    g = torch.Generator().manual_seed(seed)
+    per_block, previous = [], 0
+    try:
+        for index, scene in enumerate(scenes):
+            block = Block(index, tuple(range(index * nf, (index + 1) * nf)), scene, scene != previous, False)
+            first = len(calls)
+            attn = rollout.begin_block(block)
+            x0 = rollout.denoise_block(attn, torch.randn(1, nf, 16, 8, 8, generator=g), seeded_noise(seed + index))
+            _, kv = rollout.recache(attn, x0, seeded_noise(100 + index))
+            rollout.end_block(block, attn, x0, kv)
+            per_block.append(calls[first:])
+            previous = scene
+    finally:
+        hook.remove()
+    return rollout, per_block
+
+
+def same_text(a, b) -> bool:
+    return all(torch.equal(ka, kb) and torch.equal(va, vb) for (ka, va), (kb, vb) in zip(a.kv, b.kv))
+
+
+@pytest.mark.parametrize("method", ["native", "latentmem", "infrope", "deepforcing"])
+def test_every_call_after_a_switch_uses_the_new_prompts_text_kv(method):
+    """LongLive once kept the old prompt's cross-attention K/V after a switch; here every call of a block, the
+    switch's own recache call included, is conditioned on the block's segment and on no other."""
+    model = fixture_model()
+    g = torch.Generator().manual_seed(5)
+    embeds = [torch.randn(1, 10, 32, generator=g) for _ in range(3)]
+    expected = [model.encode_text(e) for e in embeds]
+    cfg = RolloutConfig(method=method, model_kwargs=ModelKwargs(sink_size=1, **(
+        {"compression_method": "avg_pool"} if method == "latentmem" else {})))
+    scenes = [0, 0, 0, 0, 0, 1, 1, 2, 2, 2]
+    rollout, per_block = live_run(model, cfg, embeds, scenes)
+    steps = len(cfg.denoising_step_list)
+    recaches_at_switch = 0 if method == "infrope" else 1  # ∞-RoPE flushes instead
+    for index, (scene, texts) in enumerate(zip(scenes, per_block)):
+        switched = index > 0 and scene != scenes[index - 1]
+        assert len(texts) == steps + 1 + (recaches_at_switch if switched else 0)
+        for text in texts:
+            assert [same_text(text, e) for e in expected] == [s == scene for s in range(3)]
+    switches = [e["switch"] for e in rollout.context_log if e["switch"]]
+    assert [(s["block"], s["previous_segment"], s["segment"]) for s in switches] == [(5, 0, 1), (7, 1, 2)]
+    assert [e["scene"] for e in rollout.context_log] == scenes
+
+
+def test_a_prompt_added_while_generating_conditions_the_blocks_that_use_its_scene():
+    """A live driver: the video starts with one prompt; a typed prompt becomes scene 1 at the next block."""
+    model = fixture_model()
+    g = torch.Generator().manual_seed(6)
+    first, typed = torch.randn(1, 10, 32, generator=g), torch.randn(1, 10, 32, generator=g)
+    cfg = RolloutConfig(method="native", model_kwargs=ModelKwargs(sink_size=1))
+    reference, blocks = live_run(model, cfg, [first, typed], [0, 0, 1, 1])
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(args[2]))
+    rollout = CausalRollout(model, cfg, build_context_method(cfg, RandomRetrieval).policy, [first], (16, 8, 8), 12)
+    noise = torch.Generator().manual_seed(0)
+    try:
+        for index, scene in enumerate([0, 0, 1, 1]):
+            if index == 2:
+                assert rollout.add_prompt(typed) == 1
+            block = Block(index, tuple(range(3 * index, 3 * index + 3)), scene, index == 2, False)
+            attn = rollout.begin_block(block)
+            x0 = rollout.denoise_block(attn, torch.randn(1, 3, 16, 8, 8, generator=noise), seeded_noise(index))
+            _, kv = rollout.recache(attn, x0, seeded_noise(100 + index))
+            rollout.end_block(block, attn, x0, kv)
+    finally:
+        hook.remove()
+    expected = model.encode_text(typed)
+    assert [same_text(t, expected) for t in calls] == [False] * 10 + [True] * 11  # the switch's recache call included
+    assert [e["switch"] for e in rollout.context_log] == [e["switch"] for e in reference.context_log]

@@ -113,11 +113,17 @@ class BlockContext:
     query_positions: list[int]  # temporal RoPE position of each frame's queries
     key_positions: list[int]  # ... and of its own keys (they differ only in ∞-RoPE's flushed cache)
     slots: list[int] = field(default_factory=list)  # window-cache slots the recache pass writes
+    # A prompt switch's window recache (pipeline/context/window_recache.py) attends its own keys from this frame of
+    # the block on (LongLive's protected sink: the first frames' keys are neither attended nor stored) ...
+    own_keys_from: int = 0
+    # ... and, if > 0, block-causally in groups of this many frames (LongLive: no mask among its frames)
+    causal_frames: int = 0
 
     def layout(self, row: int = 0) -> dict:
         """Queries and keys as [frame, position(, tokens)] in concatenation order (the fixtures' layout)."""
         keys = [[f, p, "cached", n] for src in self.sources for f, p, n in src.describe(row)]
-        current = [[f, p, "current", None] for f, p in zip(self.frames, self.key_positions)]
+        own = slice(self.own_keys_from, None)
+        current = [[f, p, "current", None] for f, p in zip(self.frames[own], self.key_positions[own])]
         return {"queries": [[f, p] for f, p in zip(self.frames, self.query_positions)], "keys": keys + current}
 
 
@@ -148,8 +154,9 @@ class BlockAttention:
         self.context, self.rope, self.grid_hw = context, rope, grid_hw
         self.buffers = buffers or ContextBuffers()
         self._query_angles = rope.frame_angles(context.query_positions, grid_hw)
-        same = context.key_positions == context.query_positions
-        self._key_angles = self._query_angles if same else rope.frame_angles(context.key_positions, grid_hw)
+        own_positions = context.key_positions[context.own_keys_from:]
+        same = own_positions == context.query_positions
+        self._key_angles = self._query_angles if same else rope.frame_angles(own_positions, grid_hw)
         self._layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (K, V) buffers
 
     @property
@@ -160,8 +167,8 @@ class BlockAttention:
         return bool(self._layers) and bool(self.context.sources)
 
     def _layer_buffers(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> K, V: [B, S_ctx + S_blk, n, d] with the rotated context of `layer` in front (assembled on first
-        use in the block)."""
+        """q, k: [B, S_blk, n, d] of the block; v: [B, S_own, n, d] its attended own values -> K, V:
+        [B, S_ctx + S_own, n, d] with the rotated context of `layer` in front (assembled on first use in the block)."""
         if layer not in self._layers:
             parts = [src.keys_values(layer, q, k) for src in self.context.sources]
             context_tokens = sum(pk.shape[1] for pk, _ in parts)
@@ -176,13 +183,25 @@ class BlockAttention:
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q, k, v: [B, S, n, d] of the current block (before RoPE) -> [B, S, n, d]."""
-        keys, values = self._layer_buffers(layer, q, k, v)
-        context_tokens = keys.shape[1] - k.shape[1]
+        own = self.context.own_keys_from * (k.shape[1] // len(self.context.frames))
+        keys, values = self._layer_buffers(layer, q, k, v[:, own:])
+        context_tokens = keys.shape[1] - (k.shape[1] - own)
         q = apply_rope(q, self._query_angles).type_as(v)
-        apply_rope(k, self._key_angles, out=keys[:, context_tokens:])
-        values[:, context_tokens:].copy_(v)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2))
+        apply_rope(k[:, own:], self._key_angles, out=keys[:, context_tokens:])
+        values[:, context_tokens:].copy_(v[:, own:])
+        mask = self._causal_mask(q.shape[1], keys.shape[1], q.device) if self.context.causal_frames else None
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask)
         return out.transpose(1, 2)
+
+    def _causal_mask(self, num_queries: int, num_keys: int, device: torch.device) -> torch.Tensor:
+        """[S_q, S_k] bool: every context key, and the own keys of the query's group of frames and earlier ones."""
+        c = self.context
+        tokens = num_queries // len(c.frames)
+        group = torch.tensor(c.frames, device=device).repeat_interleave(tokens) // c.causal_frames
+        own = group[c.own_keys_from * tokens:]
+        visible = own.unsqueeze(0) <= group.unsqueeze(1)
+        context = torch.ones(num_queries, num_keys - own.numel(), dtype=torch.bool, device=device)
+        return torch.cat([context, visible], dim=1)
 
 
 @dataclass

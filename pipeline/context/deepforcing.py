@@ -27,6 +27,7 @@ from typing import Protocol
 import torch
 
 from pipeline.context.policy import PolicySetup, write_back
+from pipeline.context.window_recache import CleanLatents, SwitchOptions, WindowRecache
 from pipeline.prompt_schedule import Block
 from wan.block_attention import BlockContext, CachedFrames
 from wan.rope import grid_position
@@ -118,7 +119,8 @@ class CompressedTokens:
 
 class DeepForcingPolicy:
     def __init__(self, setup: PolicySetup, window: int, sink_size: int, recent: int = 2, scorer: TokenScorer | None = None,
-                 current_queries: bool = True, clean_queries: bool = True, hysteresis: bool = False):
+                 current_queries: bool = True, clean_queries: bool = True, hysteresis: bool = False,
+                 switch: SwitchOptions = SwitchOptions()):
         """current_queries / clean_queries: which queries score the candidates (the block's at t = 1000,
         the recent clean frames' from their recache pass; the paper's best variant uses both)."""
         g = setup.geometry
@@ -137,6 +139,15 @@ class DeepForcingPolicy:
         index = torch.zeros(g.batch, 0, dtype=torch.long, device=g.device)
         self.stores = [TokenStore(empty, empty, index, index) for _ in range(g.num_layers)]
         self.clean_q: list[torch.Tensor | None] = [None] * g.num_layers  # [B, recent * T, n, d] per layer
+        self.recache = WindowRecache(switch, setup.clean_pass, setup.rope, g.grid_hw, nf)
+
+    def switch(self, block: Block, latents: CleanLatents) -> dict:
+        """LongLive's window recache of the whole frames still cached (sink, recent, last block), at the positions the
+        last block gave them; the compressed tokens keep the old prompt's K/V (their frames' latents are gone)."""
+        frames = self.cache.frames
+        base = self.stores[0].size // self.tokens_per_frame
+        positions = [s if s < self.sink_size else base + s for s in range(len(frames))]
+        return self.recache(self.cache, frames, positions, block.frames[0] > self.window, block, latents)
 
     def begin_block(self, block: Block) -> BlockContext:
         leaving = self.cache.overflow(len(block.frames))

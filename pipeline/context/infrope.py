@@ -23,6 +23,7 @@ With one prompt none of this fires: the attended set is native's, at window-rela
 from __future__ import annotations
 
 from pipeline.context.policy import PolicySetup, write_back
+from pipeline.context.window_recache import CleanLatents
 from pipeline.prompt_schedule import Block
 from wan.block_attention import BlockContext, CachedFrames
 
@@ -47,9 +48,12 @@ class InfRopePolicy:
         cache.copy(list(range(end - FLUSH_KEEP, end)), list(range(first, first + FLUSH_KEEP)))
         cache.truncate(first + FLUSH_KEEP)
 
+    def switch(self, block: Block, latents: CleanLatents) -> dict:
+        """∞-RoPE's own switch: the KV flush (no recache; the cut, if any, is the block's positions)."""
+        self.flush()
+        return {"flush": True, "kept_frames": self.cache.frames}
+
     def begin_block(self, block: Block) -> BlockContext:
-        if block.boundary:
-            self.flush()
         first, nf = block.frames[0], len(block.frames)
         slots = self.cache.admit(block.frames)
         cached = list(range(slots[0]))

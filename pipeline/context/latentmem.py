@@ -7,6 +7,7 @@ from __future__ import annotations
 
 
 from pipeline.context.policy import PolicySetup, write_back
+from pipeline.context.window_recache import CleanLatents, SwitchOptions, WindowRecache
 from pipeline.history_bank import build_history_bank
 from pipeline.prompt_schedule import Block
 from pipeline.retrieval import Retrieval
@@ -19,7 +20,7 @@ from wan.context_layout import block_layout
 
 class LatentMemPolicy:
     def __init__(self, setup: PolicySetup, window: int, sink_size: int, memory_size: int, recent_exclude: int,
-                 retrieval: Retrieval, bank: ModelKwargs):
+                 retrieval: Retrieval, bank: ModelKwargs, switch: SwitchOptions = SwitchOptions()):
         """bank: the history bank's settings (memory_device / dtype / budget_gb / eviction / folder / prefetch)."""
         g = setup.geometry
         self.window, self.sink_size, self.memory_size = window, sink_size, memory_size
@@ -30,6 +31,18 @@ class LatentMemPolicy:
             bank, g.num_layers, g.batch, g.tokens_per_frame, g.num_heads, g.head_dim, g.num_frames, g.device,
             resolve_dtype(bank.memory_dtype, g.dtype))
         self.memory = RetrievalMemory(history, retrieval, memory_size, recent_exclude, setup.seed)
+        self.recache = WindowRecache(switch, setup.clean_pass, setup.rope, g.grid_hw, g.frames_per_block)
+
+    def switch(self, block: Block, latents: CleanLatents) -> dict:
+        return self.recache_window(block, latents)
+
+    def recache_window(self, block: Block, latents: CleanLatents) -> dict:
+        """LongLive's window recache of every cached frame, at the window-relative positions the last block gave them."""
+        first = block.frames[0]
+        shift = max(0, first - self.window)
+        frames = self.cache.frames
+        positions = [f if f < self.sink_size else f - shift for f in frames]
+        return self.recache(self.cache, frames, positions, first > self.window, block, latents)
 
     def begin_block(self, block: Block) -> BlockContext:
         first = block.frames[0]

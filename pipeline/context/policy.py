@@ -1,6 +1,7 @@
 """How the attention context of a block is filled: the one protocol every method implements.
 
-Per block the loop asks the policy for the block's context (`begin_block`: retrieve, evict, flush,
+At the first block of a new prompt segment the loop first asks the policy to do its switch work
+(`switch`). Per block the loop asks the policy for the block's context (`begin_block`: retrieve, evict, flush,
 choose attended entries and their RoPE positions) and, after the recache pass, hands it the block's
 clean latents and keys/values (`end_block`: write back, index, bank). A method is one file in this
 folder; it is chosen once, in pipeline/build.py.
@@ -12,6 +13,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from pipeline.context.window_recache import CleanLatents, CleanPass
 from pipeline.prompt_schedule import Block
 from wan.block_attention import BlockContext, BlockKV
 from wan.kv_cache import FrameKVCache
@@ -45,9 +47,18 @@ class PolicySetup:
     geometry: CacheGeometry
     rope: Rope3D  # on the compute device
     seed: int  # the video's seed (random retrieval)
+    # clean_pass(context, x0, scene): one network call at timestep 0 on x0: [B, n, C, H, W] (n frames =
+    # context.frames) attending `context`, conditioned on prompt segment `scene` -> its per-layer K/V
+    # (before RoPE). Policies recompute cached keys/values with it (a prompt switch's window recache).
+    clean_pass: CleanPass
 
 
 class ContextPolicy(Protocol):
+    def switch(self, block: Block, latents: CleanLatents) -> dict:
+        """`block` starts a new prompt segment (block.scene): redo what the old prompt conditioned in the stored
+        context (LongLive: recache the window under the new prompt with `clean_pass`; ∞-RoPE: the KV flush).
+        latents: the clean latents of the most recent frames. -> the switch event for the context log."""
+
     def begin_block(self, block: Block) -> BlockContext:
         """Decide the block's context before its first call."""
 
@@ -78,7 +89,8 @@ def write_back(cache: FrameKVCache, context: BlockContext, kv: BlockKV) -> None:
 
 
 def context_entry(block: Block, context: BlockContext, **extra) -> dict:
-    """Context-log entry of one block (batch row 0): attended frames with positions and token counts."""
+    """Context-log entry of one block (batch row 0): its prompt segment (`scene`), attended frames with
+    positions and token counts."""
     layout = context.layout(0)
     return {
         "block": block.index, "first_frame": block.frames[0], "scene": block.scene,
