@@ -16,34 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-BACKBONES=(causal_forcing self_forcing longlive demo)
-METHODS=(native latentmem infrope deepforcing)
-
-usage() {
-    echo "usage: bash inference.sh <backbone> <method> [key=value ...]"
-    echo "  backbones: ${BACKBONES[*]}"
-    echo "  methods:   ${METHODS[*]}"
-    echo "  env:       GPU=0,1 (or GPUS=) NPROC=n (or NGPU=) PORT=p TORCHRUN_ARGS='...'"
-}
-
-one_of() {
-    local value=$1; shift
-    local item
-    for item in "$@"; do [[ "$item" == "$value" ]] && return 0; done
-    return 1
-}
+source utils/grid_choice.sh
+usage() { grid_usage inference.sh "GPU=0,1 (or GPUS=) NPROC=n (or NGPU=) PORT=p TORCHRUN_ARGS='...'"; }
 
 if [[ $# -ge 1 && ( "$1" == "-h" || "$1" == "--help" ) ]]; then usage; exit 0; fi
 if [[ $# -lt 2 ]]; then usage >&2; exit 2; fi
-backbone=$1
-method=$2
+config=$(grid_config "$1" "$2")
 shift 2
-if ! one_of "$backbone" "${BACKBONES[@]}"; then
-    echo "unknown backbone '$backbone'; valid backbones: ${BACKBONES[*]}" >&2; exit 2
-fi
-if ! one_of "$method" "${METHODS[@]}"; then
-    echo "unknown method '$method'; valid methods: ${METHODS[*]}" >&2; exit 2
-fi
 
 source utils/torchrun_launch.sh
-launch_torchrun inference.py --config "configs/${backbone}_${method}.yaml" "$@"
+launch_torchrun inference.py --config "$config" "$@"

@@ -4,7 +4,8 @@ coloured by their temporal RoPE position, sized by how many of the frame's token
 Prompt switches are vertical lines at the first frame of the switching block, labelled with the new
 segment (dashed: a switch; solid: a hard cut). The same picture for every method shows at a glance how they differ: native's band of recent
 frames at rising positions, ∞-RoPE's band at bounded positions with flushes and cuts, latentmem's
-retrieved frames far below the band at position 0, Deep Forcing's partial frames.
+retrieved frames far below the band at position 0, Deep Forcing's partial frames. Magenta rings mark
+retrieved entries re-encoded under the new prompt for that block (latentmem's `recache_on_retrieve`).
 Uses matplotlib's object API with the Agg canvas (no pyplot global state, no display needed).
 """
 from __future__ import annotations
@@ -36,6 +37,16 @@ def segment_boundaries(log: list[dict]) -> list[tuple[int, int, bool]]:
     return [(e["first_frame"], e["scene"], bool(e["switch"]["cut"])) for e in log if e.get("switch")]
 
 
+def reencoded_points(log: list[dict]) -> tuple[list[int], list[int]]:
+    """(block first frame, frame) of every retrieved entry re-encoded for that block."""
+    blocks, frames = [], []
+    for entry in log:
+        for frame in (entry.get("retrieval") or {}).get("reencoded_frames", []):  # latentmem entries only
+            blocks.append(entry["first_frame"])
+            frames.append(frame)
+    return blocks, frames
+
+
 def plot_context(log: list[dict], num_frames: int, path: str | os.PathLike, title: str) -> None:
     """Write the plot of `log` (entries as in RolloutResult.context_log) to `path`."""
     blocks, frames, positions, tokens = context_points(log)
@@ -51,6 +62,9 @@ def plot_context(log: list[dict], num_frames: int, path: str | os.PathLike, titl
     for frame, segment, cut in segment_boundaries(log):
         ax.axvline(frame, color="tab:red", linestyle="-" if cut else "--", linewidth=1)
         ax.text(frame, num_frames, f" segment {segment}", color="tab:red", fontsize="x-small", va="top", rotation=90)
+    reencoded = reencoded_points(log)
+    if reencoded[0]:
+        ax.scatter(*reencoded, s=60, facecolors="none", edgecolors="magenta", linewidths=1, label="re-encoded on retrieval")
     ax.set(xlim=(0, num_frames), ylim=(0, num_frames), xlabel="block's first frame (latent index)",
            ylabel="attended frame (latent index)", title=title)
     ax.legend(loc="upper left", fontsize="small")

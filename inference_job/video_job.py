@@ -107,13 +107,14 @@ def write_context(job: VideoJob, files: VideoFiles, cfg: InferenceConfig, result
     log = {
         "prompt_index": job.prompt_index, "sample": job.sample, "prompt": job.prompt, "seed": job.seed,
         "method": cfg.method, "window": mk.local_attn_size, "sink_size": mk.sink_size,
-        "num_frames": cfg.num_output_frames, **{k: result.extras[k] for k in ("history_bank",) if k in result.extras},
+        "num_frames": cfg.num_output_frames,
+        **{k: result.extras[k] for k in ("history_bank", "memory_switch_policy") if k in result.extras},
         "segments": result.segments,  # prompt of each segment; every block's `scene` indexes it
         "switches": [entry["switch"] for entry in result.context_log if entry["switch"]],
         "blocks": result.context_log,
     }
     atomic_write_text(json.dumps(log, indent=1), files.context_log)
-    title = f"{job.stem}: {cfg.method}, window {mk.local_attn_size}, sink {mk.sink_size}"
+    title = f"{files.stem}: {cfg.method}, window {mk.local_attn_size}, sink {mk.sink_size}"
     plot_context(result.context_log, cfg.num_output_frames, files.context_plot, title)
 
 
@@ -133,10 +134,18 @@ def run_job(job: VideoJob, cfg: InferenceConfig, settings: dict, parts: Inferenc
     if cfg.save_latents:
         atomic_torch_save(result.latents[0].cpu(), files.latents_file)  # [F, C, H, W]
     write_context(job, files, cfg, result)
+    record = video_record(job, files, result, frames, decode_seconds, settings)
+    atomic_write_text(json.dumps(record, indent=1), files.record)
+    return record
+
+
+def video_record(job: VideoJob, files: VideoFiles, result: RolloutResult, frames: int, decode_seconds: float,
+                 settings: dict) -> dict:
+    """The `<stem>.json` record of a video of `frames` video frames decoded in `decode_seconds`."""
     rollout_seconds = sum(result.ms_per_block) / 1000
-    record = {
-        "stem": job.stem, "prompt_index": job.prompt_index, "sample": job.sample, "prompt": job.prompt,
-        "seed": job.seed, "num_latent_frames": cfg.num_output_frames, "num_video_frames": frames,
+    return {
+        "stem": files.stem, "prompt_index": job.prompt_index, "sample": job.sample, "prompt": job.prompt,
+        "seed": job.seed, "num_latent_frames": result.latents.shape[1], "num_video_frames": frames,
         "ms_per_block": [round(ms, 3) for ms in result.ms_per_block],
         "mean_ms_per_block": sum(result.ms_per_block) / len(result.ms_per_block),
         "rollout_seconds": rollout_seconds, "decode_seconds": decode_seconds,
@@ -145,8 +154,6 @@ def run_job(job: VideoJob, cfg: InferenceConfig, settings: dict, parts: Inferenc
         "files": [path.name for path in files.all()],
         "settings_hash": config_hash(settings), "settings": settings,
     }
-    atomic_write_text(json.dumps(record, indent=1), files.record)
-    return record
 
 
 def reusable_records(jobs: list[VideoJob], cfg: InferenceConfig, run: dict) -> dict[str, dict]:

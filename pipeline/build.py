@@ -2,7 +2,8 @@
 retrieval rule and context method, built from a GenerationConfig (pipeline/generation_config.py);
 replay builds through the same loaders.
 
-The context method (`method`) and the retrieval rule (`compression_method`) are chosen here, once;
+The context method (`method`), the retrieval rule (`compression_method`) and the retrieval memory's
+behaviour at a prompt switch (`memory_switch_policy`) are chosen here, once;
 nothing below compares their names.
 
 Random weights exist only for the `demo` presets and only when no weights path is given; every
@@ -28,6 +29,7 @@ from pipeline.context.policy import PolicyFactory
 from pipeline.context.window_recache import SwitchOptions
 from pipeline.descriptors import AvgPoolDescriptor, EncoderDescriptor
 from pipeline.generation_config import AdapterConfig, GenerationConfig
+from pipeline.memory_switch import MEMORY_SWITCH_POLICIES
 from pipeline.prompt_schedule import PromptFormat, PromptSchedule
 from pipeline.retrieval import RandomRetrieval, Retrieval, TopKRetrieval
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
@@ -231,7 +233,7 @@ def build_context_method(cfg: RolloutConfig, retrieval: Callable[[], Retrieval],
     elif cfg.method == "latentmem":
         policy = partial(
             LatentMemPolicy, **window, memory_size=mk.memory_size, recent_exclude=mk.recent_exclude, retrieval=retrieval(),
-            bank=mk, switch=switch)
+            bank=mk, memory_switch=MEMORY_SWITCH_POLICIES[mk.memory_switch_policy](), switch=switch)
     elif cfg.method == "infrope":
         policy = partial(InfRopePolicy, **window, cut_position=mk.infrope_cut_position, flush_newest=mk.infrope_flush_newest,
                          flush_after_sink=mk.infrope_flush_after_sink)
@@ -257,9 +259,10 @@ class RunSetup:
     random_components: list[str]  # built with random weights (demo presets)
 
 
-def prepare_run(cfg: GenerationConfig, info: DistInfo) -> RunSetup:
+def prepare_run(cfg: GenerationConfig, info: DistInfo, keep_text_encoder: bool = False) -> RunSetup:
     """This rank's device and dtype; the random-weight banner and the memory plan (main rank); every file
-    checked and the plan checked against free memory; seeds set.
+    checked and the plan checked against free memory; seeds set. `keep_text_encoder`: the plan of the live
+    app, whose text encoder stays loaded beside the generator.
 
     Nothing is loaded yet, so a missing file or a run that cannot fit fails in seconds."""
     device = rank_device(cfg.device, info)
@@ -268,7 +271,7 @@ def prepare_run(cfg: GenerationConfig, info: DistInfo) -> RunSetup:
         print(random_weight_label(random_components), flush=True)
     require_assets(cfg)
     dtype = compute_dtype(cfg.dtype, device)
-    plan_run(cfg, device, dtype, show=info.is_main)
+    plan_run(cfg, device, dtype, show=info.is_main, keep_text_encoder=keep_text_encoder)
     seed_everything(cfg.seed)
     return RunSetup(device, dtype, random_components)
 
@@ -286,6 +289,28 @@ def build_components(cfg: GenerationConfig, device: torch.device, dtype: torch.d
         prompts=encoded,
         vae=build_vae(cfg, device, dtype),
         method=method,
+    )
+
+
+@dataclass
+class LiveComponents:
+    """What the live app (live/) generates with: like InferenceComponents, but the text encoder stays loaded
+    to encode the prompts typed while the video streams (the memory plan counts it in every phase)."""
+
+    generator: CausalWanModel
+    text_encoder: WanTextEncoder
+    vae: WanVAE
+    method: ContextMethod
+
+
+def build_live_components(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> LiveComponents:
+    """The components of a live session (files were checked by prepare_run with keep_text_encoder)."""
+    mcfg = model_preset(cfg.model_preset)
+    return LiveComponents(
+        generator=build_generator(cfg, mcfg, device, dtype),
+        text_encoder=build_text_encoder(cfg, mcfg, device, dtype),
+        vae=build_vae(cfg, device, dtype),
+        method=build_method(cfg, mcfg, device),
     )
 
 

@@ -1,7 +1,9 @@
 """History bank H = (H_ctx, H_v): evicted frames' per-layer K/V and their retrieval descriptors.
 
 Entries are kept in eviction order (pool index i = the i-th oldest entry still banked; without a
-budget, the i-th evicted frame) with the global frame index of each in `frames`. K/V live in a
+budget, the i-th evicted frame) with the global frame index of each in `frames` and the prompt
+segment it was generated in in `segments` (pipeline/memory_switch.py); with `latent_shape`, also
+its clean latent (float32, on the tier's device; host memory for the disk tier), to re-encode it. K/V live in a
 frame-major slab storage (pipeline/bank_storage.py) on the tier the config chose, encoded by a
 codec (pipeline/bank_codec.py: a float dtype, or float8 with per-head scales). With a budget
 (`max_frames`), banking into a full bank first evicts an entry chosen by the eviction policy
@@ -60,7 +62,9 @@ class HistoryBank:
         max_frames: int | None = None,
         eviction: EvictionPolicy | None = None,
         recent_guard: int = 0,
+        latent_shape: tuple[int, int, int] | None = None,
     ):
+        """latent_shape: (C, H, W) of a latent frame when every entry keeps its clean latent, else None."""
         if max_frames is not None and max_frames <= recent_guard:
             raise ValueError(f"a bank of {max_frames} frames cannot keep the recency guard of {recent_guard} frames plus one")
         if max_frames is not None and eviction is None:
@@ -72,12 +76,15 @@ class HistoryBank:
         slab_shape = (batch, num_layers, 2, tokens_per_frame, num_heads, head_dim)  # one frame: [B, L, 2, T, n, d]
         self.storage = SlabStorage(tier, slab_shape, storage_dtype, self.compute_device, max_frames)
         self.max_frames, self.eviction, self.recent_guard = max_frames, eviction, recent_guard
+        self.latent_shape = latent_shape
         self.frames: list[int] = []  # global frame index of every entry, oldest first
+        self.segments: list[int] = []  # prompt segment of every entry (non-decreasing)
         self._slots: list[int] = []  # storage slot of every entry
         self._free: list[int] = []  # slots of evicted entries, reused first
         self._slots_used = 0
         self._desc: torch.Tensor | None = None  # [B, capacity, D] on the compute device
         self._scale: torch.Tensor | None = None  # [slots, B, L, 2, n] float32 (float8 codec)
+        self._latents: torch.Tensor | None = None  # [slots, B, C, H, W] float32 (with latent_shape)
         self.num_gathers = 0
         self._outputs: list[torch.Tensor | None] = [None, None]  # see _output
         self._turn = 0
@@ -94,29 +101,67 @@ class HistoryBank:
         return None if self._desc is None else self._desc[:, : self.size]
 
     def bytes_per_frame(self) -> int:
-        """Bytes one banked frame takes on its tier (K/V payload, plus its scales for float8)."""
+        """Bytes one banked frame takes on its tier (K/V payload, plus its scales for float8 and its latent)."""
         b, l, _, t, n, d = self.storage.slab_shape
-        return frame_bytes(l, b, t, n, d, self.dtype)
+        return frame_bytes(l, b, t, n, d, self.dtype, self.latent_shape)
 
     def nbytes(self) -> int:
         """Bytes allocated on the tier now (grows chunk by chunk with the video, up to the budget)."""
         return self.storage.capacity * self.bytes_per_frame()
 
-    def add(self, frames: list[int], k: torch.Tensor, v: torch.Tensor, descriptors: torch.Tensor | None) -> list[int]:
-        """k, v: [L, B, m, T, n, d] for the evicted `frames`; descriptors: [B, m, D] or None.
+    def add(self, frames: list[int], k: torch.Tensor, v: torch.Tensor, descriptors: torch.Tensor | None,
+            segments: list[int] | None = None, latents: torch.Tensor | None = None) -> list[int]:
+        """k, v: [L, B, m, T, n, d] for the evicted `frames`; descriptors: [B, m, D] or None; segments: the prompt
+        segment of each frame (None: all segment 0, a one-prompt video); latents: [B, m, C, H, W] clean latents
+        (exactly when the bank keeps them).
         -> frames that left the bank to stay within the budget (possibly some of `frames`)."""
+        if (latents is None) != (self.latent_shape is None):
+            raise ValueError(f"a bank with latent_shape {self.latent_shape} needs latents exactly when it keeps them")
         k, v, scale = self.codec.encode(k, v)  # [L, B, m, T, n, d] in the storage dtype; [m, B, L, 2, n] or None
         evicted = []
         for i, frame in enumerate(frames):
-            self._append_entry(frame, None if descriptors is None else descriptors[:, i])
+            self._append_entry(frame, 0 if segments is None else segments[i], None if descriptors is None else descriptors[:, i])
             if self.max_frames is not None and self.size > self.max_frames:
                 evicted.append(self._evict(self.eviction.victim(self.frames, self.descriptors, self.size - self.recent_guard)))
             if self._slots[-1] == NEW:  # the new entry stayed: it takes a freed slot or the next one
                 self._slots[-1] = self._free.pop() if self._free else self._next_slot()
                 self._store(self._slots[-1], k[:, :, i], v[:, :, i], None if scale is None else scale[i])
+                if latents is not None:
+                    self._store_latent(self._slots[-1], latents[:, i])
         return evicted
 
-    def _append_entry(self, frame: int, desc: torch.Tensor | None) -> None:
+    def drop_segments_before(self, segment: int) -> list[int]:
+        """Remove every entry of a segment older than `segment` (they can never be retrieved again).
+        -> their frames, oldest first."""
+        dropped = []
+        while self.segments and self.segments[0] < segment:  # segments are non-decreasing in pool order
+            dropped.append(self._evict(0))
+        return dropped
+
+    def replace(self, position: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """New K/V of the entry at pool `position` (re-encoded under another prompt); k, v: [L, B, T, n, d]."""
+        k, v, scale = self.codec.encode(k[:, :, None], v[:, :, None])
+        self._store(self._slots[position], k[:, :, 0], v[:, :, 0], None if scale is None else scale[0])
+
+    def latent(self, position: int) -> torch.Tensor:
+        """Clean latent of the entry at pool `position`: [B, C, H, W] float32 on the compute device."""
+        if self._latents is None:
+            raise ValueError("this history bank keeps no latents (it was built without latent_shape)")
+        return self._latents[self._slots[position]].to(self.compute_device)
+
+    def _store_latent(self, slot: int, latent: torch.Tensor) -> None:
+        """latent: [B, C, H, W]."""
+        if self._latents is None or self._latents.shape[0] <= slot:
+            rows = max(slot + 1, 2 * (0 if self._latents is None else self._latents.shape[0]))
+            if self.max_frames is not None:
+                rows = min(rows, self.max_frames)
+            grown = torch.empty(rows, *latent.shape, dtype=torch.float32, device=self.storage.tier.device)
+            if self._latents is not None:
+                grown[: self._latents.shape[0]] = self._latents
+            self._latents = grown
+        self._latents[slot] = latent
+
+    def _append_entry(self, frame: int, segment: int, desc: torch.Tensor | None) -> None:
         """desc: [B, D]. The entry gets its slot after the eviction decision, so the bank never needs more
         than `max_frames` slots."""
         if desc is not None:
@@ -127,11 +172,15 @@ class HistoryBank:
                 grown[:, : self.size] = self._desc
                 self._desc = grown
             self._desc[:, self.size] = desc.to(self._desc.device)
+        if self.segments and segment < self.segments[-1]:
+            raise ValueError(f"frame {frame} of segment {segment} banked after an entry of segment {self.segments[-1]}")
         self.frames.append(frame)
+        self.segments.append(segment)
         self._slots.append(NEW)
 
     def _evict(self, position: int) -> int:
         frame, slot = self.frames.pop(position), self._slots.pop(position)
+        self.segments.pop(position)
         if self._desc is not None:
             self._desc[:, position : self.size] = self._desc[:, position + 1 : self.size + 1].clone()
         if slot != NEW:
@@ -210,18 +259,21 @@ class HistoryBank:
         self.storage.close()
 
 
-def frame_bytes(num_layers: int, batch: int, tokens_per_frame: int, num_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+def frame_bytes(num_layers: int, batch: int, tokens_per_frame: int, num_heads: int, head_dim: int, dtype: torch.dtype,
+                latent_shape: tuple[int, int, int] | None = None) -> int:
     """Bytes of one banked frame: K and V of every layer, plus a float32 scale per (sample, layer, k|v, head)
-    for float8."""
+    for float8, plus its float32 clean latent (C, H, W) per sample when the bank keeps latents."""
     payload = 2 * num_layers * batch * tokens_per_frame * num_heads * head_dim * dtype.itemsize
-    return payload + (2 * num_layers * batch * num_heads * 4 if make_codec(dtype).has_scale else 0)
+    latent = 0 if latent_shape is None else batch * math.prod(latent_shape) * 4
+    return payload + (2 * num_layers * batch * num_heads * 4 if make_codec(dtype).has_scale else 0) + latent
 
 
 def build_history_bank(cfg: ModelKwargs, num_layers: int, batch: int, tokens_per_frame: int, num_heads: int,
-                       head_dim: int, num_frames: int, compute: torch.device, dtype: torch.dtype) -> tuple[HistoryBank, str]:
-    """The bank of one rollout of `num_frames` frames as the config asks (dtype, budget, policy, tier);
-    -> (bank, which tier and why)."""
-    per_frame = frame_bytes(num_layers, batch, tokens_per_frame, num_heads, head_dim, dtype)
+                       head_dim: int, num_frames: int, compute: torch.device, dtype: torch.dtype,
+                       latent_shape: tuple[int, int, int] | None = None) -> tuple[HistoryBank, str]:
+    """The bank of one rollout of `num_frames` frames as the config asks (dtype, budget, policy, tier), keeping
+    every entry's clean latent of `latent_shape` (C, H, W) when given; -> (bank, which tier and why)."""
+    per_frame = frame_bytes(num_layers, batch, tokens_per_frame, num_heads, head_dim, dtype, latent_shape)
     max_frames = None
     if cfg.memory_budget_gb is not None:
         max_frames = math.floor(cfg.memory_budget_gb * GB / per_frame)
@@ -235,6 +287,6 @@ def build_history_bank(cfg: ModelKwargs, num_layers: int, batch: int, tokens_per
     choice = choose_tier(cfg.memory_device, cfg.memory_folder, planned, compute)
     bank = HistoryBank(num_layers, batch, tokens_per_frame, num_heads, head_dim, choice.tier, dtype, compute,
                        max_frames=max_frames, eviction=EVICTION_POLICIES[cfg.memory_eviction](),
-                       recent_guard=cfg.recent_exclude)
+                       recent_guard=cfg.recent_exclude, latent_shape=latent_shape)
     budget = "no budget" if max_frames is None else f"budget {max_frames} frames ({cfg.memory_budget_gb} GB, {cfg.memory_eviction} eviction)"
     return bank, f"history bank on {choice.tier.name} ({choice.reason}); {per_frame / 1e6:.2f} MB per frame, {budget}"

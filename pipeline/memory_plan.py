@@ -7,19 +7,22 @@ exists only while it is folded in, the VAE decodes after the rollout's caches ar
 fits when the largest phase fits its free memory (CPU: available RAM; CUDA: `torch.cuda.mem_get_info`).
 
     python -m pipeline.memory_plan --config configs/longlive_latentmem.yaml [key=value ...] [--device cuda]
-        [--dtype bfloat16] [--gpu-gb 24 48 80]
+        [--dtype bfloat16] [--gpu-gb 24 48 80] [--live]
 
-prints the plan of a config with fit verdicts for the given GPU sizes (no weights or GPU needed).
+prints the plan of a config with fit verdicts for the given GPU sizes (no weights or GPU needed); `--live`
+plans the live app (app.sh), whose text encoder stays loaded to encode prompts typed during the video.
 """
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
 from pipeline.generation_config import GenerationConfig
+from pipeline.memory_switch import MEMORY_SWITCH_POLICIES
 from utils.config import ConfigError
 from utils.dtypes import resolve_dtype
 from wan.geometry import LatentGeometry
@@ -144,18 +147,20 @@ def rollout_activation_bytes(cfg: GenerationConfig, mcfg: WanModelConfig, geomet
     return context + text + layer + scores + latents
 
 
-def memory_plan(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> list[PlanItem]:
-    """Every component of a run of `cfg` on `device` in `dtype`, with its phases."""
+def memory_plan(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype,
+                keep_text_encoder: bool = False) -> list[PlanItem]:
+    """Every component of a run of `cfg` on `device` in `dtype`, with its phases. `keep_text_encoder`: the live
+    app's plan, where prompts are typed while the video streams, so the encoder is loaded in every phase."""
     mcfg, mk = model_preset(cfg.model_preset), cfg.model_kwargs
     geometry = LatentGeometry.of(mcfg, cfg.latent_height, cfg.latent_width)
     dev = str(device)
     steady = ("rollout", "decode")
     lower = "dtype=bfloat16" if dtype == torch.float32 else "a device with more free memory"
+    text_phases, text_fix = (PHASES, lower) if keep_text_encoder else (("encode prompts",), f"{lower} (it is released before the rollout)")
     items = [
-        PlanItem("text encoder", dev, text_encoder_bytes(cfg.text_encoder.preset, dtype), ("encode prompts",),
-                 f"{lower} (it is released before the rollout)"),
+        PlanItem("text encoder", dev, text_encoder_bytes(cfg.text_encoder.preset, dtype), text_phases, text_fix),
         PlanItem("text encoder activations", dev, text_activation_bytes(cfg.text_encoder.preset, mcfg.text_len, dtype),
-                 ("encode prompts",), lower, estimate=True),
+                 text_phases, lower, estimate=True),
         PlanItem("DiT weights", dev, dit_bytes(mcfg, dtype), ("load", *steady), lower),
     ]
     if cfg.adapter is not None:
@@ -178,6 +183,10 @@ def memory_plan(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype)
                else "fewer num_output_frames") + (", model_kwargs.memory_dtype=bfloat16" if bank_dtype == torch.float32 else "")
         items.append(PlanItem(f"history bank ({bank_frames(cfg)} frames)", bank_device,
                               bank_frames(cfg) * kv_frame_bytes(mcfg, geometry, bank_dtype), ("rollout",), fix))
+        if MEMORY_SWITCH_POLICIES[mk.memory_switch_policy].keeps_latents:  # float32 clean latents, to re-encode entries
+            items.append(PlanItem(f"history bank latents ({bank_frames(cfg)} frames)", bank_device,
+                                  bank_frames(cfg) * math.prod(geometry.frame_shape) * 4, ("rollout",),
+                                  "model_kwargs.memory_switch_policy=scoped"))
     items += [
         PlanItem("rollout activations", dev, rollout_activation_bytes(cfg, mcfg, geometry, dtype, device), ("rollout",),
                  lower, estimate=True),
@@ -243,9 +252,10 @@ def bank_check(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) 
     check_fits(items, {i.device: free_bytes(i.device) for i in items})
 
 
-def plan_run(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype, show: bool) -> list[PlanItem]:
+def plan_run(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype, show: bool,
+             keep_text_encoder: bool = False) -> list[PlanItem]:
     """Print the plan (when `show`) and refuse before loading anything if it does not fit."""
-    items = memory_plan(cfg, device, dtype)
+    items = memory_plan(cfg, device, dtype, keep_text_encoder)
     if show:
         print(format_plan(items), flush=True)
     check_fits(items, {dev: free_bytes(dev) for dev in devices(items)})
@@ -261,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="device the plan is for (default cuda)")
     parser.add_argument("--dtype", default="bfloat16", help="compute dtype (default bfloat16)")
     parser.add_argument("--gpu-gb", type=float, nargs="*", default=[24, 48, 80], help="GPU sizes for the verdicts")
+    parser.add_argument("--live", action="store_true", help="the live app's plan (app.sh): the text encoder stays loaded")
     args = parser.parse_args(argv)
     from inference_job.config import InferenceConfig
 
@@ -269,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}")
         return 2
-    items = memory_plan(cfg, torch.device(args.device), resolve_dtype(args.dtype, torch.bfloat16))
+    items = memory_plan(cfg, torch.device(args.device), resolve_dtype(args.dtype, torch.bfloat16), args.live)
     print(format_plan(items))
     for gb in args.gpu_gb:
         try:

@@ -70,7 +70,8 @@ class CausalRollout:
         # filling up does not recompile
         self.compiled = torch.compile(model, dynamic=True) if cfg.compile else None
         geometry = CacheGeometry(mcfg.num_layers, prompt_embeds[0].shape[0], self.geometry.tokens_per_frame, self.grid_hw,
-                                 mcfg.num_heads, mcfg.head_dim, num_frames, cfg.num_frame_per_block, self.device, self.dtype)
+                                 mcfg.num_heads, mcfg.head_dim, num_frames, cfg.num_frame_per_block, self.device, self.dtype,
+                                 tuple(latent_shape))
         with torch.no_grad():
             self.texts: list[TextContext] = [model.encode_text(p.to(self.device)) for p in prompt_embeds]
         self.scene, self.text = 0, self.texts[0]

@@ -21,7 +21,7 @@ SWITCH_KEYS = ("kv_recache", "global_sink", "global_sink_always", "switch_recach
 # model_kwargs keys only one method reads; setting one for another method is an error, not a silent no-op
 METHOD_KEYS = {
     "latentmem": ("memory_size", "recent_exclude", "compression_method", "ae_ckpt", "memory_device", "memory_dtype",
-                  "memory_budget_gb", "memory_eviction", "memory_folder", "memory_prefetch"),
+                  "memory_budget_gb", "memory_eviction", "memory_folder", "memory_prefetch", "memory_switch_policy"),
     "infrope": ("infrope_cut_position", "infrope_cut_on_marked_scene", "infrope_flush_newest", "infrope_flush_after_sink"),
     "deepforcing": ("df_recent", "df_score", "df_score_queries", "df_hysteresis"),
 }
@@ -49,6 +49,7 @@ class ModelKwargs:
     memory_eviction: str = "redundant"  # entry evicted from a full bank: redundant | oldest | stride
     memory_folder: str | None = None  # folder of the disk tier's memory-mapped file
     memory_prefetch: bool = True  # start the next block's gather before the recache pass
+    memory_switch_policy: str = "scoped"  # bank entries retrievable after a prompt switch: scoped | global | recache_on_retrieve
     # infrope (the defaults reproduce the official code; the flags fix its bugs)
     infrope_cut_position: int = 45  # first temporal position of a block after a hard cut
     infrope_cut_on_marked_scene: bool = False  # `#` cuts into its own scene (official: into the next one)
@@ -62,6 +63,7 @@ class ModelKwargs:
 
     def _validate_latentmem(self, num_frame_per_block: int) -> None:
         from pipeline.descriptors import DESCRIPTOR_METHODS
+        from pipeline.memory_switch import MEMORY_SWITCH_POLICIES
 
         if self.memory_size < 1:
             raise ConfigError(f"model_kwargs.memory_size must be >= 1 with method latentmem, got {self.memory_size}")
@@ -80,6 +82,9 @@ class ModelKwargs:
             raise ConfigError(f"model_kwargs.memory_budget_gb must be > 0 (or null for no budget), got {self.memory_budget_gb}")
         if self.memory_eviction not in EVICTION_POLICIES:
             raise ConfigError(f"model_kwargs.memory_eviction '{self.memory_eviction}' is not one of {list(EVICTION_POLICIES)}")
+        if self.memory_switch_policy not in MEMORY_SWITCH_POLICIES:
+            raise ConfigError(f"model_kwargs.memory_switch_policy '{self.memory_switch_policy}' is not one of "
+                              f"{list(MEMORY_SWITCH_POLICIES)}")
         if self.memory_device == "disk" and not self.memory_folder:
             raise ConfigError("model_kwargs.memory_device disk needs model_kwargs.memory_folder: a folder with room for the bank's file")
 

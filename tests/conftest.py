@@ -30,3 +30,73 @@ def seeded_noise(seed: int):
     """A NoiseSource drawing from its own generator."""
     gen = torch.Generator().manual_seed(seed)
     return lambda shape: torch.randn(shape, generator=gen)
+
+
+class GeneratorGate:
+    """A forward pre-hook on the generator that records the text K of layer 0 of every call (the prompt the
+    call was conditioned on) and holds the calls while the gate is closed (tests decide where a block waits)."""
+
+    def __init__(self, generator):
+        import threading
+
+        self.texts: list[torch.Tensor] = []
+        self.open = threading.Event()
+        self.open.set()
+        self.handle = generator.register_forward_pre_hook(self)
+
+    def __call__(self, module, args):
+        self.open.wait(timeout=60)
+        self.texts.append(args[2].kv[0][0])
+
+    def remove(self) -> None:
+        self.open.set()
+        self.handle.remove()
+
+
+def demo_live_parts(overrides: list[str]):
+    """(config, live components) of the demo latentmem config on the CPU in float32."""
+    from inference_job.config import load_inference_config
+    from pipeline.build import build_live_components
+
+    cfg = load_inference_config("configs/demo_latentmem.yaml", overrides)
+    return cfg, build_live_components(cfg, torch.device("cpu"), torch.float32)
+
+
+def text_key(parts, prompt: str) -> torch.Tensor:
+    """Layer 0's cross-attention K of `prompt`, computed apart from any session."""
+    with torch.no_grad():
+        return parts.generator.encode_text(parts.text_encoder.encode([prompt])).kv[0][0]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_live_app(app):
+    """Run the live app's server on a free localhost port in a thread -> (base URL, stop())."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from live.server import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the live app's server did not start")
+        time.sleep(0.05)
+
+    def stop():
+        server.should_exit = True
+        thread.join(timeout=30)
+
+    return f"127.0.0.1:{port}", stop

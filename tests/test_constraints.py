@@ -37,6 +37,6 @@ def test_render_sorts_and_pins_exactly():
 
 def test_ci_and_readme_install_through_the_constraints():
     ci = (REPO / ".ci/run").read_text()
-    assert 'pip install -c constraints.txt -e ".[test]"' in ci and "torch==2.13.0" in ci
+    assert 'pip install -c constraints.txt -e ".[test,app]"' in ci and "torch==2.13.0" in ci
     readme = (REPO / "README.md").read_text()
     assert readme.count("-c constraints.txt") >= 2

@@ -59,6 +59,19 @@ def test_bank_on_the_cpu_makes_the_30_s_latentmem_run_fit_24_gb():
     assert phase == "encode prompts" and gpu_peak < 12e9  # the encoder is released before the rollout
 
 
+def test_live_app_keeps_the_text_encoder_in_every_phase():
+    """The live app encodes typed prompts while the video streams: the encoder's 11.4 GB count in the rollout
+    phase (30 s native LongLive: 21.86 GB, still within a 24 GB GPU)."""
+    cfg = load_inference_config("configs/longlive_native.yaml", [FRAMES_30S])
+    offline, live = plan(cfg, CUDA, BF16), plan(cfg, CUDA, BF16, keep_text_encoder=True)
+    encoder = parts(live)["text encoder"] + parts(live)["text encoder activations"]
+    offline_rollout = sum(i.nbytes for i in offline if "rollout" in i.phases)
+    live_total, live_phase = peak(live, "cuda")
+    assert live_phase == "rollout" and live_total == offline_rollout + encoder
+    assert 11.4e9 < encoder < 11.5e9 and 21.8e9 < live_total < 21.9e9
+    assert verdicts(live) == {24: True, 48: True, 80: True}
+
+
 def test_lora_bytes_equal_peft_adapter_size():
     mcfg = model_preset("demo")
     model = get_peft_model(CausalWanModel(mcfg), LoraConfig(r=4, lora_alpha=4, target_modules=LORA_TARGET_MODULES))

@@ -1,6 +1,6 @@
 """Write the tested versions of the project's dependency closure (pip constraints format).
 
-    python -m utils.constraints [--extra test] [--out constraints.txt]
+    python -m utils.constraints [--extra test --extra app] [--out constraints.txt]
 
 Walks the installed distributions from this project's requirements (with the given extras) through
 their own requirements (markers evaluated for this interpreter), and pins each to the installed
@@ -20,6 +20,7 @@ from packaging.version import Version
 from utils.atomic import atomic_write_text
 
 PROJECT = "longlive-rag"
+EXTRAS = ("test", "app")  # the extras CI installs (.ci/run)
 HEADER = ("# Tested versions of longlive-rag's dependency closure; used as `pip install -c constraints.txt ...`.\n"
           "# Regenerate after an upgrade with `python -m utils.constraints` (README: Reproducible installs).\n")
 
@@ -33,7 +34,7 @@ def _requirements(dist: metadata.Distribution, extras: tuple[str, ...]) -> list[
     return out
 
 
-def dependency_closure(project: str = PROJECT, extras: tuple[str, ...] = ("test",)) -> dict[str, str]:
+def dependency_closure(project: str = PROJECT, extras: tuple[str, ...] = EXTRAS) -> dict[str, str]:
     """canonical name -> installed public version of every distribution the project needs here."""
     pinned: dict[str, str] = {}
     todo = [(metadata.distribution(project), extras)]
@@ -59,10 +60,10 @@ def render(pinned: dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--extra", action="append", default=None, help="project extras to include (default: test)")
+    p.add_argument("--extra", action="append", default=None, help=f"project extras to include (default: {' '.join(EXTRAS)})")
     p.add_argument("--out", type=Path, default=Path("constraints.txt"))
     args = p.parse_args(argv)
-    pinned = dependency_closure(PROJECT, tuple(args.extra or ["test"]))
+    pinned = dependency_closure(PROJECT, tuple(args.extra or EXTRAS))
     atomic_write_text(render(pinned), args.out)
     print(f"{args.out}: {len(pinned)} pinned distributions")
     return 0

@@ -134,7 +134,10 @@ class WanVAE(torch.nn.Module):
         mu = self.model.encode(x).latent_dist.mode()  # [B, z, F, h, w]
         return self._normalize(mu.permute(0, 2, 1, 3, 4))
 
-    @torch.no_grad()
+    def stream(self) -> "StreamingDecode":
+        """A decode fed one chunk of latent frames at a time as they are generated (see StreamingDecode)."""
+        return StreamingDecode(self)
+
     def decode_chunks(self, latents: torch.Tensor, chunk_frames: int) -> Iterator[torch.Tensor]:
         """Decode normalised latents [B, F, z, h, w] `chunk_frames` latent frames at a time, yielding
         consecutive video chunks [B, T_i, 3, H, W] in [-1, 1] (the first latent frame gives 1 video
@@ -142,21 +145,53 @@ class WanVAE(torch.nn.Module):
         concatenated chunks equal a decode of the whole sequence; memory is bounded by the chunk."""
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        model = self.model
-        model.clear_cache()
-        try:
+        with self.stream() as stream:
             for start in range(0, latents.shape[1], chunk_frames):
-                z = self._denormalize(latents[:, start:start + chunk_frames]).to(self.dtype)
-                x = model.post_quant_conv(z.permute(0, 2, 1, 3, 4))  # [B, z, f, h, w]; 1x1x1 conv
-                outputs = []
-                for i in range(x.shape[2]):
-                    model._conv_idx = [0]
-                    outputs.append(model.decoder(x[:, :, i:i + 1], feat_cache=model._feat_map,
-                                                 feat_idx=model._conv_idx, first_chunk=start + i == 0))
-                yield torch.cat(outputs, dim=2).clamp(-1.0, 1.0).permute(0, 2, 1, 3, 4)
-        finally:
-            model.clear_cache()
+                yield stream.decode(latents[:, start:start + chunk_frames])
 
     def decode(self, latents: torch.Tensor, chunk_frames: int = 4) -> torch.Tensor:
         """Normalised latents [B, F, z, h, w] -> video [B, 1 + 4 (F - 1), 3, H, W] in [-1, 1]."""
         return torch.cat(list(self.decode_chunks(latents, chunk_frames)), dim=1)
+
+
+class StreamingDecode:
+    """The causal decoder run over a video whose latent frames arrive in chunks (e.g. one generated block
+    at a time). diffusers' AutoencoderKLWan decodes one latent frame per decoder call and keeps each causal
+    convolution's last input frames in its feature cache (`_feat_map`); carrying that cache from chunk to
+    chunk makes the concatenated chunks the decode of the whole video. The cache lives on the model, so one
+    stream per VAE at a time, between start() and close() (or as a context manager)."""
+
+    def __init__(self, vae: WanVAE):
+        self.vae, self.model = vae, vae.model
+        self.frames_decoded = 0  # latent frames so far
+
+    def start(self) -> "StreamingDecode":
+        """Begin a video: empty the causal cache."""
+        self.model.clear_cache()
+        self.frames_decoded = 0
+        return self
+
+    def close(self) -> None:
+        """Free the causal cache (the VAE is ready for another stream)."""
+        self.model.clear_cache()
+
+    def __enter__(self) -> "StreamingDecode":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The next normalised latent frames [B, f, z, h, w] -> their video frames [B, T, 3, H, W] in [-1, 1]
+        (T = 1 + 4 (f - 1) for the video's first chunk, 4 f after it)."""
+        model = self.model
+        z = self.vae._denormalize(latents).to(self.vae.dtype)
+        x = model.post_quant_conv(z.permute(0, 2, 1, 3, 4))  # [B, z, f, h, w]; 1x1x1 conv
+        outputs = []
+        for i in range(x.shape[2]):
+            model._conv_idx = [0]
+            outputs.append(model.decoder(x[:, :, i:i + 1], feat_cache=model._feat_map, feat_idx=model._conv_idx,
+                                         first_chunk=self.frames_decoded == 0))
+            self.frames_decoded += 1
+        return torch.cat(outputs, dim=2).clamp(-1.0, 1.0).permute(0, 2, 1, 3, 4)

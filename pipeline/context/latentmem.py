@@ -1,14 +1,18 @@
 """`latentmem` (LongLive-RAG): [sink ‖ K retrieved ‖ local] with window-relative positions.
 
 Frames leaving the window go to the history bank; before each block the K bank entries most similar
-to the newest frame (outside the R most recent) are spliced in, all at temporal position 0.
+to the newest frame (outside the R most recent) are spliced in, all at temporal position 0. Which
+entries stay eligible across prompt segments, and whether an old entry is re-encoded under the new
+prompt, is the memory switch policy's decision (pipeline/memory_switch.py).
 """
 from __future__ import annotations
 
+import torch
 
 from pipeline.context.policy import PolicySetup, write_back
 from pipeline.context.window_recache import CleanLatents, SwitchOptions, WindowRecache
 from pipeline.history_bank import build_history_bank
+from pipeline.memory_switch import MemorySwitchPolicy
 from pipeline.prompt_schedule import Block
 from pipeline.retrieval import Retrieval
 from pipeline.retrieval_memory import RetrievalMemory
@@ -20,18 +24,34 @@ from wan.context_layout import block_layout
 
 class LatentMemPolicy:
     def __init__(self, setup: PolicySetup, window: int, sink_size: int, memory_size: int, recent_exclude: int,
-                 retrieval: Retrieval, bank: ModelKwargs, switch: SwitchOptions = SwitchOptions()):
-        """bank: the history bank's settings (memory_device / dtype / budget_gb / eviction / folder / prefetch)."""
+                 retrieval: Retrieval, bank: ModelKwargs, memory_switch: MemorySwitchPolicy,
+                 switch: SwitchOptions = SwitchOptions()):
+        """bank: the history bank's settings (memory_device / dtype / budget_gb / eviction / folder / prefetch);
+        memory_switch: what the memory may retrieve after a prompt switch; switch: the window recache at a switch."""
         g = setup.geometry
         self.window, self.sink_size, self.memory_size = window, sink_size, memory_size
         self.rope, self.grid_hw, self.dtype = setup.rope, g.grid_hw, g.dtype
         self.num_frames, self.prefetch = g.num_frames, bank.memory_prefetch
+        self.clean_pass = setup.clean_pass
         self.cache = g.window_cache(window, sink_size)
+        if memory_switch.keeps_latents and g.latent_shape is None:
+            raise ValueError(f"memory_switch_policy {memory_switch.name} stores latents: the cache geometry needs latent_shape")
         history, self.bank_choice = build_history_bank(
             bank, g.num_layers, g.batch, g.tokens_per_frame, g.num_heads, g.head_dim, g.num_frames, g.device,
-            resolve_dtype(bank.memory_dtype, g.dtype))
-        self.memory = RetrievalMemory(history, retrieval, memory_size, recent_exclude, setup.seed)
+            resolve_dtype(bank.memory_dtype, g.dtype), g.latent_shape if memory_switch.keeps_latents else None)
+        self.memory = RetrievalMemory(history, retrieval, memory_size, recent_exclude, setup.seed, memory_switch,
+                                      self.reencode)
         self.recache = WindowRecache(switch, setup.clean_pass, setup.rope, g.grid_hw, g.frames_per_block)
+
+    def reencode(self, frame: int, latent: torch.Tensor, scene: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """K/V of a banked frame recomputed from its clean latent ([B, C, H, W]) under segment `scene`'s prompt, at
+        t = 0 with [sink ‖ entry] as context: the sink at its positions, the entry right after it, as in a two-frame
+        video. -> k, v: [L, B, T, n, d]."""
+        sink = list(range(min(self.sink_size, self.cache.length)))
+        sources = [CachedFrames.of_frames(self.cache, sink, sink, self.rope, self.grid_hw)] if sink else []
+        position = [len(sink)]
+        kv = self.clean_pass(BlockContext((frame,), sources, position, position), latent[:, None], scene)
+        return torch.stack(kv.k), torch.stack(kv.v)
 
     def switch(self, block: Block, latents: CleanLatents) -> dict:
         return self.recache_window(block, latents)
@@ -46,6 +66,7 @@ class LatentMemPolicy:
 
     def begin_block(self, block: Block) -> BlockContext:
         first = block.frames[0]
+        self.memory.enter(block)
         retrieved = self.memory.retrieve(first, self.dtype)
         layout = block_layout(first, len(block.frames), self.window, self.sink_size, self.memory_size,
                               num_retrieved=retrieved[0].num_frames if retrieved else 0, window_positions=True)
@@ -82,7 +103,7 @@ class LatentMemPolicy:
     def extras(self) -> dict:
         memory = self.memory
         return {"retrieval_log": memory.log, "descriptors": memory.descriptors(), "kv_gathers": memory.bank.num_gathers,
-                "history_bank": self.bank_choice}
+                "history_bank": self.bank_choice, "memory_switch_policy": memory.switch.name}
 
     def close(self) -> None:
         self.memory.bank.close()

@@ -34,6 +34,7 @@ class CacheGeometry:
     frames_per_block: int
     device: torch.device
     dtype: torch.dtype
+    latent_shape: tuple[int, int, int] | None = None  # (C, H, W) of a latent frame (policies that store latents)
 
     def window_cache(self, window: int, sink_size: int) -> FrameKVCache:
         return FrameKVCache(self.num_layers, self.batch, window, sink_size, self.tokens_per_frame, self.num_heads,
