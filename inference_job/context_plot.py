@@ -59,9 +59,13 @@ def plot_context(log: list[dict], num_frames: int, path: str | os.PathLike, titl
         sizes = [4 + 20 * n / full for n in tokens]
         points = ax.scatter(blocks, frames, c=positions, s=sizes, cmap="viridis", label="attended frame")
         fig.colorbar(points, ax=ax, label="temporal RoPE position")
-    for frame, segment, cut in segment_boundaries(log):
+    boundaries = segment_boundaries(log)
+    for frame, _, cut in boundaries:
         ax.axvline(frame, color="tab:red", linestyle="-" if cut else "--", linewidth=1)
-        ax.text(frame, num_frames, f" segment {segment}", color="tab:red", fontsize="x-small", va="top", rotation=90)
+    if boundaries:  # labelled above the axes, clear of the legend and the points
+        top = ax.secondary_xaxis("top")
+        top.set_xticks([f for f, _, _ in boundaries], labels=[f"seg {s}" for _, s, _ in boundaries], color="tab:red",
+                       fontsize="x-small")
     reencoded = reencoded_points(log)
     if reencoded[0]:
         ax.scatter(*reencoded, s=60, facecolors="none", edgecolors="magenta", linewidths=1, label="re-encoded on retrieval")
