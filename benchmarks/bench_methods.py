@@ -52,7 +52,7 @@ def warm_up(rollout: CausalRollout, blocks: list[Block], noise: torch.Tensor, dr
     for block in blocks:
         attn = rollout.begin_block(block)
         x = noise[:, block.frames[0] : block.frames[-1] + 1]
-        x0 = rollout.predict_x0(attn, x, torch.full(x.shape[:2], 1000.0))
+        x0 = rollout.predict_x0(attn, x, 1000.0)
         _, kv = rollout.recache(attn, x0, draw)
         rollout.end_block(block, attn, x0, kv)
 

@@ -17,8 +17,9 @@ from pipeline.generation_config import GenerationConfig
 from utils.config import ConfigError, config_to_dict, load_config
 from utils.dtypes import DTYPES
 
-# Keys that do not change any latent value; left out of the config hash so a resumed run may change them.
-RUN_ONLY_KEYS = ("output_folder", "skip_existing", "max_video_saves", "save_pt", "device", "vae")
+# Keys that do not change any latent value (compile: by float rounding only); left out of the config hash so a
+# resumed run may change them.
+RUN_ONLY_KEYS = ("output_folder", "skip_existing", "max_video_saves", "save_pt", "device", "vae", "compile")
 
 
 @dataclass

@@ -25,9 +25,9 @@ from utils.settings import config_hash, settings_mismatch
 from utils.video_io import write_video
 
 # Keys that do not change any video's content (prompts count by content, per video; device and dtype
-# count as resolved): a resumed run may change them.
+# count as resolved; compile changes values by float rounding only): a resumed run may change them.
 RUN_ONLY_KEYS = ("output_folder", "skip_existing", "num_samples", "save_latents", "data_path", "prompts", "prompt_schedule",
-                 "device", "dtype")
+                 "device", "dtype", "compile")
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ import torch
 from pipeline.build import LiveComponents
 from pipeline.generation_config import GenerationConfig
 from pipeline.prompt_schedule import Block, PromptSchedule, Segment
-from pipeline.rollout import CausalRollout, RolloutResult, gaussian_noise
+from pipeline.rollout import CausalRollout, RolloutResult
 from pipeline.sample import initial_noise, sample_seed
+from wan.geometry import LatentGeometry
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,10 @@ class LiveSession:
     def __init__(self, parts: LiveComponents, cfg: GenerationConfig, prompt: str):
         self.parts, self.cfg = parts, cfg
         self.seed = video_seed(cfg)
-        self.noise, gen = initial_noise(self.seed, cfg, parts.generator.cfg.in_dim)  # [1, F, C, H, W] on the CPU
-        self.renoise = gaussian_noise(gen)
+        model = parts.generator
+        geometry = LatentGeometry.of(model.cfg, cfg.latent_height, cfg.latent_width)
+        # [1, F, C, H, W] on the compute device; the re-noising draws continue its generator there
+        self.noise, self.renoise = initial_noise(self.seed, geometry, cfg.num_output_frames, model.patch_embedding.weight.device)
         _, num_frames, c, h, w = self.noise.shape
         self.layout = PromptSchedule.single(prompt).blocks(num_frames, cfg.num_frame_per_block)  # frames of each block
         self.segments = [Segment(prompt, 0)]
@@ -103,7 +106,7 @@ class LiveSession:
         rollout, first, end = self.rollout, block.frames[0], block.frames[-1] + 1
         start = time.perf_counter()
         attn = rollout.begin_block(block)
-        x0 = rollout.denoise_block(attn, self.noise[:, first:end].to(rollout.device), self.renoise)
+        x0 = rollout.denoise_block(attn, self.noise[:, first:end], self.renoise)
         self.latents[:, first:end] = x0
         _, kv = rollout.recache(attn, x0, self.renoise)
         rollout.end_block(block, attn, x0, kv)

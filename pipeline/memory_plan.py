@@ -165,7 +165,7 @@ def rollout_activation_bytes(cfg: GenerationConfig, mcfg: WanModelConfig, geomet
     text = mcfg.num_layers * 2 * mcfg.text_len * mcfg.dim * dtype.itemsize
     layer = tokens * (mcfg.ffn_dim + 8 * mcfg.dim) * dtype.itemsize
     scores = mcfg.num_heads * tokens * geometry.tokens(mk.local_attn_size) * 4 if device.type == "cpu" else 0
-    latents = cfg.num_output_frames * mcfg.in_dim * cfg.latent_height * cfg.latent_width * (4 + dtype.itemsize)
+    latents = cfg.num_output_frames * mcfg.in_dim * cfg.latent_height * cfg.latent_width * 2 * 4  # noise, clean: float32
     return context + text + layer + scores + latents
 
 

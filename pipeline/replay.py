@@ -217,7 +217,7 @@ def replay_calls(model: CausalWanModel, rcfg: RolloutConfig, method: ContextMeth
                 continue
             layouts.append(segments.layout(attn.context, block.scene))
             if role == "denoise":
-                x0 = rollout.predict_x0(attn, trace["step_input"][b, call["step"]], trace["step_timestep"][b, call["step"]])
+                x0 = rollout.predict_x0(attn, trace["step_input"][b, call["step"]], block_timestep(trace["step_timestep"][b, call["step"]]))
                 expected = trace["step_x0"][b, call["step"]]
             else:
                 clean = trace["step_x0"][b, steps - 1]
@@ -229,6 +229,13 @@ def replay_calls(model: CausalWanModel, rcfg: RolloutConfig, method: ContextMeth
         return errors, layouts, rollout.policy.extras().get("retrieval_log", []), cache_errors
     finally:
         rollout.policy.close()
+
+
+def block_timestep(timestep: torch.Tensor) -> float:
+    """The one timestep of a recorded call (timestep: [B, nf], equal entries: the loop runs a block at one timestep)."""
+    if not (timestep == timestep.flatten()[0]).all():
+        raise ValueError(f"recorded call has different timesteps per frame {timestep.tolist()}; the block loop uses one per call")
+    return float(timestep.flatten()[0])
 
 
 def recorded_noise(trace: dict):

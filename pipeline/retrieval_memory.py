@@ -38,7 +38,32 @@ class RetrievalMemory:
         self._reencoded: set[int] = set()  # frames whose banked K/V were recomputed under the current segment's prompt
         self._evicted: list[int] = []  # frames that left the bank since the last log entry
         self._prefetched: tuple[int, Selection | None, PendingGather | None] | None = None
-        self.log: list[dict] = []
+        self._log: list[dict] = []
+        # decisions not converted for the log yet: (block start, segment, bank size, evicted frames, selection,
+        # frames [B, k], their segments [B, k], re-encoded frames)
+        self._unread: list[tuple] = []
+
+    @property
+    def log(self) -> list[dict]:
+        """One entry per retrieval decision. Its device tensors (indices, similarities, frames) become lists
+        here, when the log is read (after the block's calls), never while a block's calls are queued."""
+        for block_start, segment, num_banked, evicted, sel, frames, segments, reencoded in self._unread:
+            self._log.append({
+                "block_start_frame": block_start,
+                "query_frame": block_start - 1,
+                "segment": segment,
+                "num_banked": num_banked,
+                "num_eligible": num_banked - self.recent_exclude,
+                "selected_pool_indices": sel.pool_indices.tolist(),
+                "selected_frames": frames.tolist(),
+                "selected_segments": segments.tolist(),
+                "reencoded_frames": reencoded,
+                "similarities": None if sel.similarities is None else sel.similarities.tolist(),
+                "compression_method": self.retrieval.name,
+                "evicted_frames": evicted,
+            })
+        self._unread = []
+        return self._log
 
     def descriptors(self) -> torch.Tensor:
         """[B, F, D] descriptor of every generated frame so far (a view)."""
@@ -106,12 +131,12 @@ class RetrievalMemory:
         pending = None if selection is None else self.bank.gather_async(selection.pool_indices, dtype)
         self._prefetched = (block_start, selection, pending)
 
-    def retrieve(self, block_start: int, dtype: torch.dtype) -> tuple[RetrievedKV, list[list[int]]] | None:
+    def retrieve(self, block_start: int, dtype: torch.dtype) -> tuple[RetrievedKV, torch.Tensor] | None:
         """Retrieval decision for the block starting at `block_start`, made before its first call (or taken
         from `prefetch`).
 
         The query is the newest finished frame (block_start - 1). -> K/V of the chosen entries and
-        their global frame indices [B][k], or None when nothing is eligible.
+        their global frame indices [B, k] (on the selection's device), or None when nothing is eligible.
         """
         prefetched = self._prefetched
         if prefetched is not None and prefetched[0] == block_start:
@@ -122,26 +147,31 @@ class RetrievalMemory:
             selection, pending = self._select(block_start), None
         if selection is None:
             return None
-        positions = selection.pool_indices.cpu()
-        frames = torch.tensor(self.bank.frames)[positions].tolist()
-        segments = torch.tensor(self.bank.segments)[positions].tolist()
+        pool = selection.pool_indices
+        # host lists -> device once; nothing is read back here (the log converts when it is read)
+        frames = torch.tensor(self.bank.frames, device=pool.device)[pool]
+        segments = torch.tensor(self.bank.segments, device=pool.device)[pool]
         retrieved = self.bank.gather(selection.pool_indices, dtype) if pending is None else pending.result()
-        reencoded = self._refresh(positions.tolist())
+        reencoded = self._refresh(pool)
         if reencoded:  # the gather read their old K/V
             retrieved = self.bank.gather(selection.pool_indices, dtype)
-        self._log(block_start, selection, frames, segments, reencoded)
+        self._record(block_start, selection, frames, segments, reencoded)
         return retrieved, frames
 
-    def _refresh(self, positions: list[list[int]]) -> list[int]:
-        """Re-encode the selected entries (pool `positions` [B][k]) whose K/V is stale for the current segment
-        and not yet re-encoded in it; the bank keeps the new K/V. -> their frames, oldest first."""
+    def _refresh(self, pool: torch.Tensor) -> list[int]:
+        """Re-encode the selected entries (pool indices [B, k]) whose K/V is stale for the current segment
+        and not yet re-encoded in it; the bank keeps the new K/V. -> their frames, oldest first. The
+        selection is read on the host only when some banked entry is stale (after a prompt switch)."""
+        stale = [p for p, (frame, segment) in enumerate(zip(self.bank.frames, self.bank.segments))
+                 if self.switch.stale(segment, self._scene) and frame not in self._reencoded]
+        if not stale:
+            return []
         done = []
-        for p in sorted({p for row in positions for p in row}):
+        for p in sorted(set(pool.flatten().tolist()) & set(stale)):
             frame = self.bank.frames[p]
-            if self.switch.stale(self.bank.segments[p], self._scene) and frame not in self._reencoded:
-                self.bank.replace(p, *self.reencode(frame, self.bank.latent(p), self._scene))
-                self._reencoded.add(frame)
-                done.append(frame)
+            self.bank.replace(p, *self.reencode(frame, self.bank.latent(p), self._scene))
+            self._reencoded.add(frame)
+            done.append(frame)
         return done
 
     def _drop_prefetch(self) -> None:
@@ -149,22 +179,7 @@ class RetrievalMemory:
             self._prefetched[2].result()  # an unused prefetch still owns the bank's staging buffer until it ends
         self._prefetched = None
 
-    def _log(self, block_start: int, sel: Selection, frames: list[list[int]], segments: list[list[int]],
-             reencoded: list[int]) -> None:
-        self.log.append(
-            {
-                "block_start_frame": block_start,
-                "query_frame": block_start - 1,
-                "segment": self._scene,
-                "num_banked": self.bank.size,
-                "num_eligible": self.bank.size - self.recent_exclude,
-                "selected_pool_indices": sel.pool_indices.tolist(),
-                "selected_frames": frames,
-                "selected_segments": segments,
-                "reencoded_frames": reencoded,
-                "similarities": None if sel.similarities is None else sel.similarities.tolist(),
-                "compression_method": self.retrieval.name,
-                "evicted_frames": self._evicted,
-            }
-        )
+    def _record(self, block_start: int, sel: Selection, frames: torch.Tensor, segments: torch.Tensor,
+                reencoded: list[int]) -> None:
+        self._unread.append((block_start, self._scene, self.bank.size, self._evicted, sel, frames, segments, reencoded))
         self._evicted = []

@@ -19,17 +19,18 @@ from pipeline.context.window_recache import CleanLatents
 from pipeline.prompt_schedule import Block, PromptSchedule
 from pipeline.rollout_config import RolloutConfig
 from pipeline.scheduler import FlowMatchSchedule
-from wan.block_attention import BlockAttention, BlockContext, BlockKV, RecachePass
+from wan.block_attention import BlockAttention, BlockContext, BlockKV, ContextBuffers, RecachePass
 from wan.geometry import LatentGeometry
 from wan.model import CausalWanModel, TextContext
 from wan.rope import Rope3D
 
-NoiseSource = Callable[[torch.Size], torch.Tensor]
+NoiseSource = Callable[[torch.Size], torch.Tensor]  # shape -> a draw on the compute device
 
 
 def gaussian_noise(generator: torch.Generator) -> NoiseSource:
-    """Standard-normal draws on the CPU from `generator` (identical on every device)."""
-    return lambda shape: torch.randn(shape, generator=generator)
+    """Standard-normal draws from `generator`, made on its device (the compute device's generator: no
+    host-to-device copy per step; the stream depends only on the seed and the device type)."""
+    return lambda shape: torch.randn(shape, generator=generator, device=generator.device)
 
 
 @dataclass
@@ -61,8 +62,13 @@ class CausalRollout:
         self.geometry = LatentGeometry.of(mcfg, latent_shape[1], latent_shape[2])
         self.grid_hw = self.geometry.grid_hw
         self.schedule = FlowMatchSchedule(cfg.model_kwargs.timestep_shift)
-        self.step_timesteps = self.schedule.step_timesteps(cfg.denoising_step_list, cfg.warp_denoising_step)
+        # Python floats: a timestep never travels between host and device
+        self.step_timesteps: list[float] = self.schedule.step_timesteps(cfg.denoising_step_list, cfg.warp_denoising_step).tolist()
         self.rope = Rope3D(mcfg.head_dim, mcfg.rope_max_positions, self.device)
+        self.buffers = ContextBuffers()
+        # one graph per call type (denoising step, recache pass): dynamic shapes from the start, so the window
+        # filling up does not recompile
+        self.compiled = torch.compile(model, dynamic=True) if cfg.compile else None
         geometry = CacheGeometry(mcfg.num_layers, prompt_embeds[0].shape[0], self.geometry.tokens_per_frame, self.grid_hw,
                                  mcfg.num_heads, mcfg.head_dim, num_frames, cfg.num_frame_per_block, self.device, self.dtype,
                                  tuple(latent_shape))
@@ -80,7 +86,7 @@ class CausalRollout:
         A block whose segment differs from the previous block's is a prompt switch, whoever builds the blocks
         (the schedule or a live driver): see `switch_prompt`."""
         self.switch_event = self.switch_prompt(block) if block.scene != self.scene else None
-        return BlockAttention(self.policy.begin_block(block), self.rope, self.grid_hw)
+        return BlockAttention(self.policy.begin_block(block), self.rope, self.grid_hw, self.buffers)
 
     def switch_prompt(self, block: Block) -> dict:
         """From here on every call is conditioned on the new segment's cross-attention K/V, and the policy first
@@ -97,20 +103,19 @@ class CausalRollout:
         return len(self.texts) - 1
 
     @torch.no_grad()
-    def predict_x0(self, attn: BlockAttention, x: torch.Tensor, timestep: torch.Tensor,
-                   text: TextContext | None = None) -> torch.Tensor:
-        """One network call. x: [B, nf, C, H, W]; timestep: [B, nf] -> x0 prediction (x's dtype).
-        text: the conditioning (default: the current block's prompt)."""
-        flow = self.model(x.to(self.device), timestep.to(self.device), self.text if text is None else text, attn)
-        return self.schedule.flow_to_x0(flow, x.to(self.device), timestep)
+    def predict_x0(self, attn: BlockAttention, x: torch.Tensor, t: float, text: TextContext | None = None) -> torch.Tensor:
+        """One network call at timestep `t` for every frame. x: [B, nf, C, H, W] on the compute device -> x0
+        prediction (x's dtype). text: the conditioning (default: the current block's prompt)."""
+        forward = self.compiled if self.compiled is not None and attn.compilable else self.model
+        flow = forward(x, torch.full(x.shape[:2], t, device=x.device), self.text if text is None else text, attn)
+        return self.schedule.flow_to_x0(flow, x, t)
 
     @torch.no_grad()
     def clean_call(self, context: BlockContext, x0: torch.Tensor, scene: int) -> tuple[torch.Tensor, BlockKV]:
         """One call at timestep 0 on x0: [B, n, C, H, W] attending `context`, conditioned on segment `scene`
         -> (its x0 prediction, its per-layer K/V)."""
         recache = RecachePass(BlockAttention(context, self.rope, self.grid_hw))
-        t = torch.zeros(x0.shape[:2], device=self.device)
-        return self.predict_x0(recache, x0, t, self.texts[scene]), recache.block_kv
+        return self.predict_x0(recache, x0, 0.0, self.texts[scene]), recache.block_kv
 
     def clean_pass(self, context: BlockContext, x0: torch.Tensor, scene: int) -> BlockKV:
         """PolicySetup.clean_pass: the K/V of `clean_call`."""
@@ -121,18 +126,17 @@ class CausalRollout:
         """N few-step denoising calls from x: [B, nf, C, H, W] pure noise -> clean x0."""
         steps = self.step_timesteps
         for i, t in enumerate(steps):
-            timestep = torch.full(x.shape[:2], float(t), device=self.device)
-            x0 = self.predict_x0(attn, x, timestep)
+            x0 = self.predict_x0(attn, x, t)
             if i + 1 < len(steps):
-                x = self.schedule.renoise(x0, noise(x0.shape).to(x0.device), torch.full_like(timestep, float(steps[i + 1])))
+                x = self.schedule.renoise(x0, noise(x0.shape), steps[i + 1])
         return x0
 
     @torch.no_grad()
     def recache(self, attn: BlockAttention, x0: torch.Tensor, noise: NoiseSource) -> tuple[torch.Tensor, BlockKV]:
         """The clean pass at timestep `context_noise` -> (its x0, discarded by the loop; the block's K/V).
         The policy's work that may overlap it (latentmem: the next block's prefetch) starts first."""
-        t = torch.full(x0.shape[:2], float(self.cfg.context_noise), device=self.device)
-        x = x0 if self.cfg.context_noise == 0 else self.schedule.renoise(x0, noise(x0.shape).to(x0.device), t)
+        t = float(self.cfg.context_noise)
+        x = x0 if self.cfg.context_noise == 0 else self.schedule.renoise(x0, noise(x0.shape), t)
         self.policy.before_recache(attn.context, x0)
         recache = RecachePass(attn)
         return self.predict_x0(recache, x, t), recache.block_kv
@@ -175,6 +179,8 @@ def generate(
         raise ValueError(f"{len(embeds)} prompt embeddings for a schedule of {len(schedule.segments)} segments")
     rollout = CausalRollout(model, cfg, policy_factory, embeds, (c, h, w), num_frames, seed)
     out = torch.empty(noise.shape, dtype=torch.float32, device=rollout.device)
+    noise = noise.to(rollout.device)  # moved once, not per block
+    opening = None if opening is None else opening.to(rollout.device, torch.float32)
     timings = []
     try:
         for block in tqdm(schedule.blocks(num_frames, nf), desc="blocks", disable=not progress, leave=False):
@@ -182,9 +188,9 @@ def generate(
             first, end = block.frames[0], block.frames[-1] + 1
             attn = rollout.begin_block(block)
             if first < num_opening:
-                x0 = opening[:, first:end].to(rollout.device, torch.float32)
+                x0 = opening[:, first:end]
             else:
-                x0 = rollout.denoise_block(attn, noise[:, first:end].to(rollout.device), renoise)
+                x0 = rollout.denoise_block(attn, noise[:, first:end], renoise)
             out[:, first:end] = x0
             _, kv = rollout.recache(attn, x0, renoise)
             rollout.end_block(block, attn, x0, kv)

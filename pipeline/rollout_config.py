@@ -132,6 +132,9 @@ class RolloutConfig:
     context_noise: int = 0  # timestep of the clean recache pass
     method: str = "native"  # how the attention window is filled: native | latentmem | infrope | deepforcing
     model_kwargs: ModelKwargs = field(default_factory=ModelKwargs)
+    # torch.compile the network calls that follow a block's first call (which assembles the block's context,
+    # eagerly): one graph per call type (denoising step, recache pass)
+    compile: bool = False
 
     @property
     def uses_bank(self) -> bool:

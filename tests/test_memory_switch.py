@@ -64,8 +64,9 @@ def drive(policy: str, prefetch: bool = False):
         first = block.frames[0]
         memory.enter(block)
         got = memory.retrieve(first, torch.float32)
-        retrieved[block.index] = sorted(got[1][0]) if got else []
-        values[block.index] = {} if got is None else dict(zip(got[1][0], got[0].k[0, 0, :, 0, 0, 0].tolist()))
+        frames = got[1][0].tolist() if got else []  # retrieve returns the frames as a device tensor [B, k]
+        retrieved[block.index] = sorted(frames)
+        values[block.index] = {} if got is None else dict(zip(frames, got[0].k[0, 0, :, 0, 0, 0].tolist()))
         if block.index >= 2:
             leaving = list(range(first - 2 * NF, first - NF))
             k = torch.tensor(leaving, dtype=torch.float32).view(1, 1, -1, 1, 1, 1).expand(1, 1, NF, 1, 1, 2).clone()
@@ -226,7 +227,7 @@ def switch_rollout(policy: str):
             if retrieved:
                 reencoded = policy_obj.memory.log[-1]["reencoded_frames"]
                 direct = {f: direct_pass(policy_obj, f, texts[block.scene]) for f in reencoded}
-                checks.append((block, retrieved[0].frames[0], retrieved[0].kv.k.clone(), retrieved[0].kv.v.clone(), direct))
+                checks.append((block, retrieved[0].frames[0].tolist(), retrieved[0].kv.k.clone(), retrieved[0].kv.v.clone(), direct))
             return context
 
         policy_obj.begin_block = begin_block

@@ -83,14 +83,14 @@ def record_trace(model_cfg: dict, rcfg: RolloutConfig, latent_shape, num_frames:
         x = noise[:, first : first + nf]
         block_in, block_t, block_x0, block_eps = [], [], [], []
         for i, t in enumerate(rollout.step_timesteps):
-            ts = torch.full((1, nf), float(t))
-            x0 = rollout.predict_x0(attn, x, ts)
+            ts = torch.full((1, nf), t)
+            x0 = rollout.predict_x0(attn, x, t)
             calls.append({"block": b, "role": "denoise", "step": i, "current_start_frame": first, "memory_indices": indices})
             block_in.append(x), block_t.append(ts), block_x0.append(x0)
             if i + 1 < steps:
                 eps = torch.randn(x0.shape, generator=g)
                 block_eps.append(eps)
-                x = rollout.schedule.renoise(x0, eps, torch.full_like(ts, float(rollout.step_timesteps[i + 1])))
+                x = rollout.schedule.renoise(x0, eps, rollout.step_timesteps[i + 1])
         calls.append({"block": b, "role": "recache", "step": -1, "current_start_frame": first, "memory_indices": indices})
         x0_recache, kv = rollout.recache(attn, x0, gaussian_noise(g))
         rollout.end_block(block, attn, x0, kv)

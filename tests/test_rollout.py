@@ -12,7 +12,7 @@ from pipeline.rollout import CausalRollout, generate
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from wan.checkpoint import load_backbone_checkpoint
 from wan.model import CausalWanModel
-from wan.model_config import WanModelConfig
+from wan.model_config import WanModelConfig, model_preset
 
 
 def run_fixture(name):
@@ -204,6 +204,36 @@ def test_fp8_bank_stays_close_to_the_full_precision_bank():
     fp8 = bank_rollout(model, memory_dtype="float8_e4m3fn")
     full = bank_rollout(model)
     assert 0 < (fp8.latents - full.latents).abs().max() < 0.1
+
+
+@pytest.mark.slow  # two inductor graphs: about 1-2 minutes of C++ compilation on 2 CPU cores
+def test_compiled_calls_give_the_eager_latents_with_one_graph_per_call_type():
+    from torch._dynamo.utils import counters
+
+    from inference_job.config import InferenceConfig
+    from pipeline.build import build_method, load_generator
+    from pipeline.sample import initial_noise
+    from utils.config import load_config
+    from wan.geometry import LatentGeometry
+
+    def demo(compile: bool):
+        cfg = load_config(InferenceConfig, FIXTURES.parents[1] / "configs" / "demo_latentmem.yaml",
+                          ["num_output_frames=24", f"compile={compile}"])
+        model = load_generator(model_preset("demo"), None, torch.device("cpu"), torch.float32)
+        geometry = LatentGeometry.of(model.cfg, cfg.latent_height, cfg.latent_width)
+        noise, renoise = initial_noise(cfg.seed, geometry, cfg.num_output_frames, torch.device("cpu"))
+        prompt = torch.randn(1, 7, model.cfg.text_dim, generator=torch.Generator().manual_seed(0))
+        return generate(model, cfg, noise, prompt, renoise, build_method(cfg, model.cfg, torch.device("cpu")).policy)
+
+    eager = demo(False)
+    torch._dynamo.reset()
+    graphs = counters["stats"]["unique_graphs"]
+    compiled = demo(True)
+    # blocks 1..7 run their later calls compiled (block 0 attends nothing); blocks 6, 7 attend retrieved frames
+    assert counters["stats"]["unique_graphs"] - graphs == 2  # denoising step, recache pass
+    assert (compiled.latents - eager.latents).abs().max() < 1e-5
+    assert [e["retrieval"]["selected_frames"] for e in compiled.context_log[6:]] == \
+        [e["retrieval"]["selected_frames"] for e in eager.context_log[6:]]
 
 
 def test_clean_pass_equals_the_recache_pass_and_follows_the_scene():

@@ -72,8 +72,9 @@ def rollout_from_opening(
     The noise depends only on `seed`, so every method starts from the same noise.
     """
     cfg = method_config(method, base)
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(truth.shape, generator=g)
+    device = model.patch_embedding.weight.device  # the re-noising draws continue on the compute device
+    g = torch.Generator(device).manual_seed(seed)
+    noise = torch.randn(truth.shape, generator=g, device=device)
     prompt = torch.zeros(truth.shape[0], 1, model.cfg.text_dim)
     return generate(
         model, cfg, noise, prompt, gaussian_noise(g),

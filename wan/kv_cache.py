@@ -87,8 +87,7 @@ class FrameKVCache:
 
     def copy(self, src: list[int], dst: list[int]) -> None:
         """Copy the data and frame ids of logical slots `src` into logical slots `dst` (every layer)."""
-        src_idx = torch.tensor([self._physical[s] for s in src], device=self.k.device)
-        dst_idx = torch.tensor([self._physical[s] for s in dst], device=self.k.device)
+        src_idx, dst_idx = self.index(src), self.index(dst)
         self.k.index_copy_(2, dst_idx, self.k.index_select(2, src_idx))
         self.v.index_copy_(2, dst_idx, self.v.index_select(2, src_idx))
         frames = [self._frames[s] for s in src]
@@ -101,12 +100,14 @@ class FrameKVCache:
             raise ValueError(f"length {length} outside [0, window {self.window}]")
         self.length = length
 
-    def _index(self, slots: list[int]) -> torch.Tensor:
-        return torch.tensor([self._physical[s] for s in slots], device=self.k.device)
+    def index(self, slots: list[int]) -> torch.Tensor:
+        """Physical slots of logical `slots` on the cache's device: [len(slots)] long. Valid until the next
+        `admit`; build it once per block (it is a host-to-device copy) and pass it to read / write."""
+        return torch.tensor([self._physical[s] for s in slots], dtype=torch.long, device=self.k.device)
 
-    def read(self, layer: int, slots: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> k, v: [B, len(slots) * T, n, d] of one layer."""
-        idx = self._index(slots)
+    def read(self, layer: int, slots: list[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """slots: logical slots, or their `index` -> k, v: [B, len(slots) * T, n, d] of one layer."""
+        idx = slots if isinstance(slots, torch.Tensor) else self.index(slots)
         return self.k[layer].index_select(1, idx).flatten(1, 2), self.v[layer].index_select(1, idx).flatten(1, 2)
 
     def read_all_layers(self, slots: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,14 +117,14 @@ class FrameKVCache:
         physical = [self._physical[s] for s in slots]
         if physical == list(range(physical[0], physical[0] + len(physical))):
             return self.k[:, :, physical[0] : physical[-1] + 1], self.v[:, :, physical[0] : physical[-1] + 1]
-        idx = self._index(slots)
+        idx = self.index(slots)
         return self.k.index_select(2, idx), self.v.index_select(2, idx)
 
-    def write(self, layer: int, slots: list[int], k: torch.Tensor, v: torch.Tensor) -> None:
-        """k, v: [B, len(slots) * T, n, d] before RoPE."""
-        idx = self._index(slots)
-        self.k[layer].index_copy_(1, idx, k.unflatten(1, (len(slots), -1)).to(self.k.dtype))
-        self.v[layer].index_copy_(1, idx, v.unflatten(1, (len(slots), -1)).to(self.v.dtype))
+    def write(self, layer: int, slots: list[int] | torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """slots: logical slots, or their `index`; k, v: [B, len(slots) * T, n, d] before RoPE."""
+        idx = slots if isinstance(slots, torch.Tensor) else self.index(slots)
+        self.k[layer].index_copy_(1, idx, k.unflatten(1, (idx.numel(), -1)).to(self.k.dtype))
+        self.v[layer].index_copy_(1, idx, v.unflatten(1, (idx.numel(), -1)).to(self.v.dtype))
 
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2

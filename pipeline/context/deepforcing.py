@@ -165,6 +165,7 @@ class DeepForcingPolicy:
             stored = target
         sink = list(range(min(self.sink_size, slots[0])))
         recent = list(range(len(sink), slots[0]))
+        self._scoring_slots = (self.cache.index(sink), self.cache.index(recent))  # what `compress` reads, per layer
         sources = []
         if sink:
             sources.append(CachedFrames(self.cache, sink, sink, self.rope, self.grid_hw))
@@ -179,15 +180,13 @@ class DeepForcingPolicy:
     def _hw_only(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate x: [B, F*T, n, d] of whole frames along height / width only (temporal position 0)."""
         frames = x.shape[1] // self.tokens_per_frame
-        return self.rope.rotate(x, torch.zeros(frames, dtype=torch.long), self.grid_hw)
+        return self.rope.rotate(x, torch.zeros(frames, dtype=torch.long, device=x.device), self.grid_hw)
 
     def compress(self, layer: int, q: torch.Tensor, k: torch.Tensor, keep: int) -> None:
         """Keep the `keep` most important candidate tokens of `layer`. q, k: [B, nf*T, n, d] of the block's first call."""
         store = self.stores[layer]
-        sink = list(range(min(self.sink_size, self.cache.length)))
-        recent = list(range(len(sink), self.cache.length - self.nf))
-        sink_k = self.cache.read(layer, sink)[0] if sink else store.k[:, :0]
-        recent_k = self.cache.read(layer, recent)[0] if recent else store.k[:, :0]
+        sink, recent = self._scoring_slots
+        sink_k, recent_k = self.cache.read(layer, sink)[0], self.cache.read(layer, recent)[0]
         h, w = grid_position(store.token, self.grid_hw)
         zeros = torch.zeros_like(store.token)
         keys = torch.cat([self._hw_only(sink_k), self.rope.rotate_tokens(store.k, zeros, h, w).to(k.dtype),

@@ -84,8 +84,9 @@ PolicyFactory = Callable[[PolicySetup], ContextPolicy]
 
 def write_back(cache: FrameKVCache, context: BlockContext, kv: BlockKV) -> None:
     """Store the recache pass's keys/values of every layer in the block's cache slots."""
+    slots = cache.index(context.slots)
     for layer in range(cache.num_layers):
-        cache.write(layer, context.slots, kv.k[layer], kv.v[layer])
+        cache.write(layer, slots, kv.k[layer], kv.v[layer])
 
 
 def context_entry(block: Block, context: BlockContext, **extra) -> dict:
