@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 
+from pipeline.bank_storage import headroom, host_available_bytes
 from pipeline.generation_config import GenerationConfig
 from pipeline.history_bank import bank_capacity, frame_bytes
 from pipeline.memory_switch import MEMORY_SWITCH_POLICIES
@@ -51,6 +52,9 @@ class PlanItem:
     phases: tuple[str, ...]
     fix: str  # the option that makes it smaller
     estimate: bool = False  # activations: an estimate, not a count
+    # placed by `memory_device: auto` on the accelerator: planned in host memory instead (with this fix) when
+    # the accelerator's rollout phase does not fit with headroom (resolve_auto_tier)
+    auto_host_fix: str | None = None
 
 
 def _param_bytes(module: torch.nn.Module) -> int:
@@ -147,10 +151,23 @@ def bank_items(cfg: GenerationConfig, mcfg: WanModelConfig, geometry: LatentGeom
     else:
         device = latent_device = dev if mk.memory_device == "auto" else mk.memory_device
         fix = f"model_kwargs.memory_device=cpu, {smaller}" if torch.device(device).type == "cuda" else smaller
-    items = [PlanItem(f"history bank ({frames} frames)", device, frames * kv, ("rollout",), fix)]
+    auto = smaller if mk.memory_device == "auto" and torch.device(device).type == "cuda" else None
+    items = [PlanItem(f"history bank ({frames} frames)", device, frames * kv, ("rollout",), fix, auto_host_fix=auto)]
     if latent_shape is not None:  # float32 clean latents, to re-encode entries
         items.append(PlanItem(f"history bank latents ({frames} frames)", latent_device, frames * (per_frame - kv), ("rollout",),
-                              "model_kwargs.memory_switch_policy=scoped"))
+                              "model_kwargs.memory_switch_policy=scoped", auto_host_fix=auto and "model_kwargs.memory_switch_policy=scoped"))
+    return items
+
+
+def resolve_auto_tier(items: list[PlanItem], free: dict[str, float], total: dict[str, float]) -> list[PlanItem]:
+    """`memory_device: auto` as the run resolves it (pipeline/bank_storage.py `choose_tier`): the bank stays on an
+    accelerator only when that device's rollout phase fits its free memory with headroom; otherwise it is
+    planned in host memory."""
+    for dev in {i.device for i in items if i.auto_host_fix is not None}:
+        rollout = sum(i.nbytes for i in items if i.device == dev and "rollout" in i.phases)
+        if rollout + headroom(total[dev]) > free[dev]:
+            items = [replace(i, device="cpu", component=f"{i.component} (auto: host)", fix=i.auto_host_fix, auto_host_fix=None)
+                     if i.device == dev and i.auto_host_fix is not None else i for i in items]
     return items
 
 
@@ -242,14 +259,12 @@ def free_bytes(device: str) -> int:
     dev = torch.device(device)
     if dev.type == "cuda":
         return torch.cuda.mem_get_info(dev)[0]
-    meminfo = Path("/proc/meminfo")
-    if meminfo.exists():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    import os
+    return host_available_bytes()
 
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+def total_bytes(device: str) -> int:
+    """Total memory of an accelerator (what the bank's headroom is a share of)."""
+    return torch.cuda.mem_get_info(torch.device(device))[1]
 
 
 def check_fits(items: list[PlanItem], free: dict[str, int]) -> None:
@@ -265,20 +280,22 @@ def check_fits(items: list[PlanItem], free: dict[str, int]) -> None:
             f"the largest part is the {biggest.component} ({biggest.nbytes / GB:.2f} GB): set {biggest.fix}")
 
 
-def bank_check(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype) -> None:
-    """The history bank alone against its device's free memory (for callers that size the bank themselves)."""
-    items = [i for i in memory_plan(cfg, device, dtype) if i.component.startswith("history bank")]
-    check_fits(items, {i.device: free_bytes(i.device) for i in items})
-
-
 def plan_run(cfg: GenerationConfig, device: torch.device, dtype: torch.dtype, show: bool,
              keep_text_encoder: bool = False) -> list[PlanItem]:
     """Print the plan (when `show`) and refuse before loading anything if it does not fit."""
     items = memory_plan(cfg, device, dtype, keep_text_encoder)
+    auto = {i.device for i in items if i.auto_host_fix is not None}
+    items = resolve_auto_tier(items, {dev: free_bytes(dev) for dev in auto}, {dev: total_bytes(dev) for dev in auto})
     if show:
         print(format_plan(items), flush=True)
     check_fits(items, {dev: free_bytes(dev) for dev in devices(items)})
     return items
+
+
+def gpu_verdict_plan(items: list[PlanItem], gb: float) -> list[PlanItem]:
+    """The plan on an empty GPU of `gb` GB, with `memory_device: auto` resolved for it."""
+    gpus = {i.device for i in items if i.device.startswith("cuda")}
+    return resolve_auto_tier(items, dict.fromkeys(gpus, gb * GB), dict.fromkeys(gpus, gb * GB))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,9 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     items = memory_plan(cfg, torch.device(args.device), resolve_dtype(args.dtype, torch.bfloat16), args.live)
     print(format_plan(items))
     for gb in args.gpu_gb:
+        sized = gpu_verdict_plan(items, gb)
+        moved = [i.component for i in sized if i.component.endswith("(auto: host)")]
+        where = f" ({', '.join(moved)}: {sum(i.nbytes for i in sized if i.component in moved) / GB:.2f} GB of host memory)" if moved else ""
         try:
-            check_fits(items, {dev: gb * GB if dev.startswith("cuda") else float("inf") for dev in devices(items)})
-            print(f"{gb:g} GB GPU: fits")
+            check_fits(sized, {dev: gb * GB if dev.startswith("cuda") else float("inf") for dev in devices(sized)})
+            print(f"{gb:g} GB GPU: fits{where}")
         except MemoryPlanError as err:
             print(f"{gb:g} GB GPU: does not fit: {err}")
     return 0

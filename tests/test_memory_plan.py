@@ -9,7 +9,8 @@ import inference
 import pipeline.build as build
 import pipeline.memory_plan as memory_plan
 from inference_job.config import load_inference_config
-from pipeline.memory_plan import GB, MemoryPlanError, check_fits, format_plan, lora_bytes, memory_plan as plan, peak
+from pipeline.memory_plan import (GB, MemoryPlanError, check_fits, format_plan, gpu_verdict_plan, lora_bytes, memory_plan as plan,
+                                  peak)
 from wan.lora import LORA_TARGET_MODULES
 from wan.model import CausalWanModel
 from wan.model_config import model_preset
@@ -27,8 +28,9 @@ def parts(items):
 def verdicts(items):
     out = {}
     for gb in (24, 48, 80):
+        sized = gpu_verdict_plan(items, gb)
         try:
-            check_fits(items, {d: gb * GB if d.startswith("cuda") else float("inf") for d in {i.device for i in items}})
+            check_fits(sized, {d: gb * GB if d.startswith("cuda") else float("inf") for d in {i.device for i in sized}})
             out[gb] = True
         except MemoryPlanError:
             out[gb] = False
@@ -47,7 +49,22 @@ def test_real_configs_at_30_s_counted_on_meta(path):
     assert got.get("history bank (108 frames)") == (108 * KV_FRAME_BF16 if latentmem else None)
     total, phase = peak(items, "cuda")
     print(f"{path}: peak {total / GB:.2f} GB ({phase}); verdicts {verdicts(items)}")
-    assert verdicts(items) == ({24: False, 48: True, 80: True} if latentmem else {24: True, 48: True, 80: True})
+    assert verdicts(items) == {24: True, 48: True, 80: True}  # the default `memory_device: auto` puts the bank in host memory where needed
+    if latentmem:  # a bank kept on the GPU does not fit 24 GB
+        cuda_bank = plan(load_inference_config(path, [FRAMES_30S, "model_kwargs.memory_device=cuda"]), CUDA, BF16)
+        assert verdicts(cuda_bank) == {24: False, 48: True, 80: True}
+
+
+def test_auto_bank_is_planned_where_the_run_puts_it():
+    """`auto` keeps the 31 GB bank of a 30 s run on the GPU only where the rollout phase (41.5 GB) fits with
+    headroom (a fifth of the GPU): not on 24 or 48 GB, on 80 GB."""
+    items = plan(load_inference_config("configs/longlive_latentmem.yaml", [FRAMES_30S]), CUDA, BF16)
+    bank_devices = {gb: {i.device for i in gpu_verdict_plan(items, gb) if i.component.startswith("history bank")}
+                    for gb in (24, 48, 80)}
+    assert bank_devices == {24: {"cpu"}, 48: {"cpu"}, 80: {"cuda"}}
+    host = [i for i in gpu_verdict_plan(items, 24) if i.device == "cpu"]
+    assert [i.component for i in host] == ["history bank (108 frames) (auto: host)"]
+    assert "memory_device" not in host[0].fix and "memory_budget_gb" in host[0].fix
 
 
 def test_bank_on_the_cpu_makes_the_30_s_latentmem_run_fit_24_gb():
