@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.prompt_schedule import PromptFormat, ScheduleError
-from pipeline.rollout_config import RolloutConfig
+from pipeline.rollout_config import ABSOLUTE_POSITION_METHODS, RolloutConfig
 from utils.assets import require_user_path
 from utils.config import ConfigError
 from utils.dtypes import DTYPES
@@ -112,6 +112,12 @@ class GenerationConfig(RolloutConfig):
         nf = self.num_frame_per_block
         if self.num_output_frames < nf or self.num_output_frames % nf:
             raise ConfigError(f"num_output_frames {self.num_output_frames} must be a positive multiple of num_frame_per_block {nf}")
+        positions = MODEL_PRESETS[self.model_preset].rope_max_positions
+        if self.method in ABSOLUTE_POSITION_METHODS and self.num_output_frames > positions:
+            raise ConfigError(
+                f"num_output_frames {self.num_output_frames}: method {self.method} rotates every frame at its absolute index, "
+                f"and model_preset '{self.model_preset}' has {positions} RoPE positions; generate at most {positions // nf * nf} "
+                "frames, or use a method with bounded positions (latentmem, infrope, deepforcing)")
         _, ph, pw = MODEL_PRESETS[self.model_preset].patch_size
         if self.latent_height < ph or self.latent_height % ph or self.latent_width < pw or self.latent_width % pw:
             raise ConfigError(f"latent_height x latent_width {self.latent_height} x {self.latent_width} must be positive "

@@ -19,6 +19,9 @@ DF_SCORES = ("softmax", "logits")
 DF_SCORE_QUERIES = ("both", "current", "clean")
 SWITCH_KEYS = ("kv_recache", "global_sink", "global_sink_always", "switch_recache_causal")  # all but infrope
 # model_kwargs keys only one method reads; setting one for another method is an error, not a silent no-op
+# methods that rotate every frame at its absolute index: a video may not be longer than the model's RoPE table
+ABSOLUTE_POSITION_METHODS = ("native",)
+
 METHOD_KEYS = {
     "latentmem": ("memory_size", "recent_exclude", "compression_method", "ae_ckpt", "memory_device", "memory_dtype",
                   "memory_budget_gb", "memory_eviction", "memory_folder", "memory_prefetch", "memory_switch_policy"),

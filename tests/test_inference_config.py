@@ -196,3 +196,13 @@ def test_longlive_jsonl_prompt_file_with_switch_frame_indices(tmp_path):
     path.write_text('{"prompts": ["a fox", "an owl"]}\n\n{"prompts": ["a boat", "a storm", "a calm"]}\n')
     with pytest.raises(ConfigError, match=rf"data_path '{path}' line 3: 3 prompts need 2 switch_frame_indices, got 1"):
         read_prompts(cfg)
+
+
+def test_native_video_longer_than_the_rope_table_fails_before_loading():
+    """native rotates frame f at position f: the demo's 1024-position table allows 1023 frames of 3-frame blocks;
+    latentmem's window-relative positions have no such bound."""
+    load_inference_config("configs/demo_native.yaml", ["num_output_frames=1023"])
+    with pytest.raises(ConfigError) as err:
+        load_inference_config("configs/demo_native.yaml", ["num_output_frames=1026"])
+    assert "num_output_frames 1026" in str(err.value) and "1024 RoPE positions" in str(err.value) and "at most 1023" in str(err.value)
+    assert load_inference_config(DEMO, ["num_output_frames=1026"]).num_output_frames == 1026
