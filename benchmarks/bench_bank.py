@@ -330,10 +330,7 @@ def lockstep(model, frame, frames: int, descriptor) -> dict:
             timer.block = block.index
             for name in list(cfgs)[:: 1 if block.index % 2 == 0 else -1]:
                 r, start = rollouts[name], time.perf_counter()
-                attn = r.begin_block(block)
-                x0 = r.denoise_block(attn, noise[:, block.frames[0] : block.frames[-1] + 1], renoise[name])
-                _, kv = r.recache(attn, x0, renoise[name])
-                r.end_block(block, attn, x0, kv)
+                r.run_block(block, noise[:, block.frames[0] : block.frames[-1] + 1], renoise[name])
                 ms[name].append((time.perf_counter() - start) * 1000)
     finally:
         for r in rollouts.values():

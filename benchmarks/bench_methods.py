@@ -61,10 +61,7 @@ def warm_up(rollout: CausalRollout, blocks: list[Block], noise: torch.Tensor, dr
 def time_block(rollout: CausalRollout, block: Block, noise: torch.Tensor, draw) -> float:
     """ms of one full block: context, N denoising calls, recache, write-back."""
     start = time.perf_counter()
-    attn = rollout.begin_block(block)
-    x0 = rollout.denoise_block(attn, noise[:, block.frames[0] : block.frames[-1] + 1], draw)
-    _, kv = rollout.recache(attn, x0, draw)
-    rollout.end_block(block, attn, x0, kv)
+    rollout.run_block(block, noise[:, block.frames[0] : block.frames[-1] + 1], draw)
     return (time.perf_counter() - start) * 1000
 
 

@@ -1,6 +1,6 @@
 """One live video: the block loop driven one block at a time, each block decoded as soon as it is finished.
 
-The loop is CausalRollout's (begin_block, denoise_block, recache, end_block), as in pipeline/rollout.py's
+The loop is CausalRollout.run_block (context, denoising, recache, write-back), as in pipeline/rollout.py's
 `generate`; what a prompt switch does to the caches is CausalRollout.begin_block's business when a block
 carries a new scene. A typed prompt is encoded, added to the rollout as a new segment, and conditions
 every block from the next one on. The VAE decodes block by block with its causal feature cache carried
@@ -105,11 +105,8 @@ class LiveSession:
         block = self.next_block()
         rollout, first, end = self.rollout, block.frames[0], block.frames[-1] + 1
         start = time.perf_counter()
-        attn = rollout.begin_block(block)
-        x0 = rollout.denoise_block(attn, self.noise[:, first:end], self.renoise)
+        x0 = rollout.run_block(block, self.noise[:, first:end], self.renoise)
         self.latents[:, first:end] = x0
-        _, kv = rollout.recache(attn, x0, self.renoise)
-        rollout.end_block(block, attn, x0, kv)
         self._synchronize()
         denoised = time.perf_counter()
         video = self.stream.decode(x0)[0].float().cpu()  # [T, 3, H, W]

@@ -141,6 +141,16 @@ class CausalRollout:
         recache = RecachePass(attn)
         return self.predict_x0(recache, x, t), recache.block_kv
 
+    @torch.no_grad()
+    def run_block(self, block: Block, noise: torch.Tensor, renoise: NoiseSource, clean: torch.Tensor | None = None) -> torch.Tensor:
+        """One whole block: its context, N denoising calls from `noise` ([B, nf, C, H, W]) or the given `clean`
+        frames (an opening), the recache pass and the write-back -> the block's clean latents [B, nf, C, H, W]."""
+        attn = self.begin_block(block)
+        x0 = self.denoise_block(attn, noise, renoise) if clean is None else clean
+        _, kv = self.recache(attn, x0, renoise)
+        self.end_block(block, attn, x0, kv)
+        return x0
+
     def end_block(self, block: Block, attn: BlockAttention, x0: torch.Tensor, kv: BlockKV) -> None:
         """Write the block back into the context state and index it (the policy's decisions); log its context."""
         extra = self.policy.end_block(block, attn.context, x0, kv)
@@ -186,14 +196,8 @@ def generate(
         for block in tqdm(schedule.blocks(num_frames, nf), desc="blocks", disable=not progress, leave=False):
             start = time.perf_counter()
             first, end = block.frames[0], block.frames[-1] + 1
-            attn = rollout.begin_block(block)
-            if first < num_opening:
-                x0 = opening[:, first:end]
-            else:
-                x0 = rollout.denoise_block(attn, noise[:, first:end], renoise)
-            out[:, first:end] = x0
-            _, kv = rollout.recache(attn, x0, renoise)
-            rollout.end_block(block, attn, x0, kv)
+            given = opening[:, first:end] if first < num_opening else None
+            out[:, first:end] = rollout.run_block(block, noise[:, first:end], renoise, given)
             if rollout.device.type == "cuda":
                 torch.cuda.synchronize(rollout.device)
             timings.append((time.perf_counter() - start) * 1000)
