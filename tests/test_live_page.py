@@ -3,6 +3,7 @@
 Needs Debian's chromium (`apt-get install -y chromium`, which .ci/run does when it is missing); driven through
 playwright's Python API with that executable (no browser download).
 """
+import re
 import shutil
 import tempfile
 import time
@@ -52,8 +53,9 @@ def test_page_shows_frames_and_a_typed_prompt_reaches_the_generator(tmp_path):
             page.click("#start")
             expect(page.locator("#frames-received")).not_to_have_text("0", timeout=60_000)
             gate.open.clear()  # hold the next block while the visitor types
-            src = page.locator("#video").get_attribute("src")
-            assert src is not None and src.startswith("data:image/jpeg;base64,")
+            # the player shows the first frame on its next tick (1/fps after it arrived), so wait for it
+            expect(page.locator("#video")).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,."),
+                                                           timeout=30_000)
             page.fill("#prompt", NEW)
             page.click("#send-prompt")
             time.sleep(0.5)  # ordering slack for the server to queue the prompt, not a timing assertion
