@@ -33,12 +33,6 @@ class PendingGather:
     def __init__(self, future: Future):
         self._future = future  # -> (RetrievedKV, CUDA event after which it is ready, or None)
 
-    @classmethod
-    def done(cls, out: RetrievedKV, event: torch.cuda.Event | None = None) -> PendingGather:
-        future = Future()
-        future.set_result((out, event))
-        return cls(future)
-
     def result(self) -> RetrievedKV:
         out, event = self._future.result()
         if event is not None:
@@ -204,9 +198,13 @@ class HistoryBank:
             self._scale[slot] = scale
 
     def gather(self, pool_indices: torch.Tensor, dtype: torch.dtype) -> RetrievedKV:
-        """pool_indices: [B, k] -> K/V of those entries on the compute device, [L, B, k, T, n, d] in `dtype`."""
+        """pool_indices: [B, k] -> K/V of those entries on the compute device, [L, B, k, T, n, d] in `dtype`.
+        Reads the indices on the host at once (a wait for the device): call it outside a block's calls."""
+        return self._gather(pool_indices.tolist(), dtype)
+
+    def _gather(self, idx: list[list[int]], dtype: torch.dtype) -> RetrievedKV:
+        """idx: [B][k] pool indices -> as `gather`."""
         self.num_gathers += 1
-        idx = pool_indices.tolist()
         rows = [(self._slots[p], b) for b, picks in enumerate(idx) for p in picks]
         payload = self.storage.read(rows)  # B * k slabs [L, 2, T, n, d]
         scale = None
@@ -228,28 +226,29 @@ class HistoryBank:
         return buf
 
     def gather_async(self, pool_indices: torch.Tensor, dtype: torch.dtype) -> PendingGather:
-        """Start `gather` and return at once, so the caller computes meanwhile: on a side CUDA stream from
-        accelerator memory; on a reader thread from host memory feeding a GPU, or from disk. A host-memory
-        bank of a CPU run is read at once (there is no other device to overlap with)."""
-        if self.storage.staged or self.storage.tier.background_reads:
-            if self._reader is None:
-                self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-bank-reader")
-            return PendingGather(self._reader.submit(self._gather_on_read_stream, pool_indices, dtype, self._now()))
-        if self._read_stream is not None:
-            return PendingGather.done(*self._gather_on_read_stream(pool_indices, dtype, self._now()))
-        return PendingGather.done(self.gather(pool_indices, dtype))
+        """Start `gather` and return at once, reading nothing on the host here: the indices are copied to
+        pinned host memory without blocking, and the bank's reader thread waits for that copy (not the
+        compute thread, which queues its next calls meanwhile), then reads the slabs: from accelerator
+        memory on a side CUDA stream, from host memory or disk into one staged transfer. The bank must not
+        change until `result()`."""
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-bank-reader")
+        if self._read_stream is None:  # a CPU run: the indices are in host memory already
+            return PendingGather(self._reader.submit(self._gather_from_host, pool_indices, dtype))
+        host = torch.empty(pool_indices.shape, dtype=pool_indices.dtype, pin_memory=True)
+        host.copy_(pool_indices, non_blocking=True)
+        # after this point of the compute stream the indices are on the host and the banked slabs are final
+        ready = torch.cuda.current_stream(self.compute_device).record_event()
+        return PendingGather(self._reader.submit(self._gather_on_read_stream, host, ready, dtype))
 
-    def _now(self) -> torch.cuda.Event | None:
-        """An event at this point of the compute stream: the bank's state the gather must see."""
-        return torch.cuda.current_stream(self.compute_device).record_event() if self._read_stream is not None else None
+    def _gather_from_host(self, host_indices: torch.Tensor, dtype: torch.dtype) -> tuple[RetrievedKV, None]:
+        return self._gather(host_indices.tolist(), dtype), None
 
-    def _gather_on_read_stream(self, pool_indices: torch.Tensor, dtype: torch.dtype,
-                               after: torch.cuda.Event | None) -> tuple[RetrievedKV, torch.cuda.Event | None]:
-        if self._read_stream is None:
-            return self.gather(pool_indices, dtype), None
-        self._read_stream.wait_event(after)
+    def _gather_on_read_stream(self, host_indices: torch.Tensor, ready: torch.cuda.Event,
+                               dtype: torch.dtype) -> tuple[RetrievedKV, torch.cuda.Event]:
+        ready.synchronize()  # this reader thread waits; the compute thread does not
         with torch.cuda.stream(self._read_stream):
-            out = self.gather(pool_indices, dtype)
+            out = self._gather(host_indices.tolist(), dtype)
         return out, self._read_stream.record_event()
 
     def close(self) -> None:
