@@ -42,15 +42,46 @@ class GeneratorGate:
         self.texts: list[torch.Tensor] = []
         self.open = threading.Event()
         self.open.set()
+        self.free_calls = 0  # calls that pass a closed gate (see hold_after)
         self.handle = generator.register_forward_pre_hook(self)
 
+    def hold_after(self, calls: int) -> None:
+        """Let the next `calls` calls pass, then hold every call until `open` is set."""
+        self.free_calls = len(self.texts) + calls
+        self.open.clear()
+
     def __call__(self, module, args):
-        self.open.wait(timeout=60)
+        if len(self.texts) >= self.free_calls:
+            self.open.wait(timeout=60)
         self.texts.append(args[2].kv[0][0])
 
     def remove(self) -> None:
         self.open.set()
         self.handle.remove()
+
+
+def command_queued(monkeypatch, kind: str):
+    """An event set once a live session worker has a visitor's `kind` command in its queue (the server
+    has taken it off the socket), for tests that hold the generator until a command has arrived."""
+    import threading
+
+    from live.server import SessionWorker
+
+    queued, init = threading.Event(), SessionWorker.__init__
+
+    def watched_init(worker, *args, **kwargs):
+        init(worker, *args, **kwargs)
+        put = worker.commands.put
+
+        def put_and_note(command, *a, **k):
+            put(command, *a, **k)
+            if command.get("type") == kind:
+                queued.set()
+
+        worker.commands.put = put_and_note
+
+    monkeypatch.setattr(SessionWorker, "__init__", watched_init)
+    return queued
 
 
 def demo_live_parts(overrides: list[str]):

@@ -6,14 +6,13 @@ playwright's Python API with that executable (no browser download).
 import re
 import shutil
 import tempfile
-import time
 
 import pytest
 import torch
 
 from live.server import LiveApp
 from live.session import LiveSession
-from tests.conftest import GeneratorGate, demo_live_parts, serve_live_app, text_key
+from tests.conftest import GeneratorGate, command_queued, demo_live_parts, serve_live_app, text_key
 
 PROMPT, NEW = "A red fox trotting through fresh snow.", "A lighthouse on a cliff in a storm."
 CALLS_PER_BLOCK = 5  # 4 denoising steps + the recache pass
@@ -31,7 +30,7 @@ def chromium_path() -> str:
 
 
 @pytest.mark.slow
-def test_page_shows_frames_and_a_typed_prompt_reaches_the_generator(tmp_path):
+def test_page_shows_frames_and_a_typed_prompt_reaches_the_generator(tmp_path, monkeypatch):
     executable = chromium_path()
     from playwright.sync_api import expect, sync_playwright
 
@@ -39,6 +38,7 @@ def test_page_shows_frames_and_a_typed_prompt_reaches_the_generator(tmp_path):
     app = LiveApp(new_session=lambda text: LiveSession(parts, cfg, text), cfg=cfg, prompt=PROMPT, backbone="demo",
                   label="RANDOM-WEIGHT DEMO: test")
     address, stop = serve_live_app(app)
+    prompt_queued = command_queued(monkeypatch, "prompt")
     gate = GeneratorGate(parts.generator)
     try:
         with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
@@ -50,15 +50,15 @@ def test_page_shows_frames_and_a_typed_prompt_reaches_the_generator(tmp_path):
             expect(page.locator("#connection")).to_have_text("connected", timeout=30_000)
             expect(page.locator("#label")).to_have_text("RANDOM-WEIGHT DEMO: test")
             expect(page.locator("#prompt")).to_have_value(PROMPT)
+            gate.hold_after(CALLS_PER_BLOCK)  # the first block runs, the next one waits while the visitor types
             page.click("#start")
             expect(page.locator("#frames-received")).not_to_have_text("0", timeout=60_000)
-            gate.open.clear()  # hold the next block while the visitor types
             # the player shows the first frame on its next tick (1/fps after it arrived), so wait for it
             expect(page.locator("#video")).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,."),
                                                            timeout=30_000)
             page.fill("#prompt", NEW)
             page.click("#send-prompt")
-            time.sleep(0.5)  # ordering slack for the server to queue the prompt, not a timing assertion
+            assert prompt_queued.wait(timeout=30)  # in the worker's queue: it is handled when the held block ends
             gate.open.set()
             expect(page.locator("#current-prompt")).to_have_text(NEW, timeout=60_000)
             expect(page.locator("#blocks-done")).to_have_text("8", timeout=60_000)
@@ -76,5 +76,5 @@ def test_page_shows_frames_and_a_typed_prompt_reaches_the_generator(tmp_path):
     switch = int(head.split()[2].rstrip(":"))
     assert thumbnails >= 3  # the last block's context: the sink, window and retrieved frames
     old, new = text_key(parts, PROMPT), text_key(parts, NEW)
-    assert len(gate.texts) == 8 * CALLS_PER_BLOCK + SWITCH_CALLS and 1 <= switch < 8
+    assert len(gate.texts) == 8 * CALLS_PER_BLOCK + SWITCH_CALLS and switch == 2  # after the held block 1
     assert all(torch.equal(t, old if i < switch * CALLS_PER_BLOCK else new) for i, t in enumerate(gate.texts))

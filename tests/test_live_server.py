@@ -9,7 +9,7 @@ from websockets.sync.client import connect
 
 from live.server import BUSY_MESSAGE, LiveApp, context_view, first_video_frame
 from live.session import LiveSession
-from tests.conftest import GeneratorGate, demo_live_parts, serve_live_app, text_key
+from tests.conftest import GeneratorGate, command_queued, demo_live_parts, serve_live_app, text_key
 from utils.video_io import read_video
 
 PROMPT, NEW = "A red fox trotting through fresh snow.", "A paper boat drifting down a gutter."
@@ -55,8 +55,9 @@ def test_context_view_names_sink_window_and_retrieved_frames():
 
 
 @pytest.mark.slow
-def test_stream_switch_prompt_save_and_one_visitor_at_a_time(live):
+def test_stream_switch_prompt_save_and_one_visitor_at_a_time(live, monkeypatch):
     cfg, parts, address = live
+    prompt_queued = command_queued(monkeypatch, "prompt")
     page = urllib.request.urlopen(f"http://{address}/", timeout=30).read().decode()
     assert "/static/live.js" in page and 'id="prompt"' in page
     gate = GeneratorGate(parts.generator)
@@ -67,12 +68,12 @@ def test_stream_switch_prompt_save_and_one_visitor_at_a_time(live):
             with connect(f"ws://{address}/ws") as second:
                 busy = json.loads(second.recv(timeout=30))
                 assert busy == {"type": "busy", "message": BUSY_MESSAGE}
+            gate.hold_after(CALLS_PER_BLOCK)  # the first block runs, the next one waits while the prompt is on its way
             ws.send(json.dumps({"type": "start", "prompt": PROMPT}))
             assert receive(ws, "started")["num_blocks"] == 8
             blocks = [receive(ws, "block")]
-            gate.open.clear()  # hold the next block's first call while the prompt is on its way
             ws.send(json.dumps({"type": "prompt", "prompt": NEW}))
-            time.sleep(0.5)  # ordering slack for the server to queue the prompt, not a timing assertion
+            assert prompt_queued.wait(timeout=30)  # in the worker's queue: it is handled when the held block ends
             gate.open.set()
             queued = []
             while (message := receive(ws, ("block", "prompt", "done")))["type"] != "done":
@@ -84,7 +85,7 @@ def test_stream_switch_prompt_save_and_one_visitor_at_a_time(live):
     finally:
         gate.remove()
     # the typed prompt reached the generator: every call of the blocks from `switch` on used its K/V
-    assert 1 <= switch < 8
+    assert switch == 2  # the held block 1 ends before the worker takes the next command
     assert [(b["index"], b["scene"], b["boundary"], b["prompt"]) for b in blocks] == [
         (i, int(i >= switch), i == switch, NEW if i >= switch else PROMPT) for i in range(8)]
     assert [b["switch"] is not None for b in blocks] == [i == switch for i in range(8)]
