@@ -121,7 +121,10 @@ def full_size_bytes_per_block(method: str, blocks: int) -> float:
     tokens = FULL_SIZE_GRID[0] * FULL_SIZE_GRID[1]
     meta, dtype = torch.device("meta"), torch.bfloat16
     geometry = CacheGeometry(1, 1, tokens, FULL_SIZE_GRID, cfg.num_heads, cfg.head_dim, blocks * nf, nf, meta, dtype)
-    rcfg = RolloutConfig(method=method, model_kwargs=ModelKwargs(compression_method="random"))
+    # latentmem: random retrieval, its bank on `meta` too, gathered at the block's start (in this thread, where
+    # the counter sees it; a prefetch would read on the bank's reader thread)
+    latentmem = dict(memory_device="meta", memory_prefetch=False) if method == "latentmem" else {}
+    rcfg = RolloutConfig(method=method, model_kwargs=ModelKwargs(compression_method="random", **latentmem))
     rope = Rope3D(cfg.head_dim, cfg.rope_max_positions, meta)
     policy = build_context_method(rcfg, RandomRetrieval).policy(PolicySetup(geometry, rope, 0, no_clean_pass))
     qkv = torch.empty(1, nf * tokens, cfg.num_heads, cfg.head_dim, device=meta, dtype=dtype)
@@ -132,6 +135,7 @@ def full_size_bytes_per_block(method: str, blocks: int) -> float:
             context = policy.begin_block(block)
             for source in context.sources:
                 source.keys_values(0, qkv, qkv)
+            policy.before_recache(context, x0)
             policy.end_block(block, context, x0, BlockKV([qkv], [qkv], [qkv]))
         written.append(counter.total)
     return statistics.mean(written[STEADY_FROM_BLOCK:])
