@@ -32,7 +32,7 @@ def free_stem(folder: Path, clock: float) -> str:
 
 def segments_of(session: LiveSession) -> list[dict]:
     nf = session.cfg.num_frame_per_block
-    return [{"prompt": s.prompt, "start_block": s.start_block, "start_frame": s.start_block * nf}
+    return [{"prompt": s.prompt, "start_block": s.start_block, "start_frame": s.start_block * nf, "cut": s.cut}
             for s in session.segments if s.start_block < max(session.blocks_done, 1)]
 
 

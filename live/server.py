@@ -5,7 +5,8 @@ visitor gets a `busy` message and a closed socket. Generation runs in a worker t
 LiveSession (every session call happens there, between blocks), fed commands from the socket:
 
     client -> server   {"type": "start", "prompt": str}   (re)start the video from its first block
-                       {"type": "prompt", "prompt": str}  condition the blocks from the next one on
+                       {"type": "prompt", "prompt": str, "cut": bool}  condition the blocks from the next one on
+                                                                   (cut: a hard cut into a new scene; default false)
                        {"type": "pause"} | {"type": "resume"} | {"type": "save"}
     server -> client   hello (settings, label), block (JPEG frames, context, speed), prompt (queued),
                        saved (files), done, error, busy
@@ -151,8 +152,12 @@ class SessionWorker(threading.Thread):
             elif self.session is None:
                 raise ValueError("press Start first: no video is running")
             elif kind == "prompt":
-                self.session.set_prompt(str(command.get("prompt", "")))
-                self.send({"type": "prompt", "prompt": self.session.pending, "at_block": self.session.blocks_done})
+                cut = command.get("cut", False)
+                if not isinstance(cut, bool):
+                    raise ValueError(f"the prompt command's cut must be true or false, not {cut!r}")
+                self.session.set_prompt(str(command.get("prompt", "")), cut)
+                self.send({"type": "prompt", "prompt": self.session.pending, "cut": self.session.pending_cut,
+                           "at_block": self.session.blocks_done})
             elif kind in ("pause", "resume"):
                 self.paused = kind == "pause"
                 self.send({"type": kind})

@@ -60,7 +60,8 @@ class LiveSession:
         self.chunks: list[torch.Tensor] = []  # [T_i, 3, H, W] decoded blocks, in order
         self.ms_per_block: list[float] = []
         self.decode_ms: list[float] = []
-        self.pending: str | None = None
+        self.pending: str | None = None  # the prompt of the next block's new segment
+        self.pending_cut = False  # that segment starts with a hard cut
         self.stream = parts.vae.stream().start()
         self.closed = False
 
@@ -80,12 +81,15 @@ class LiveSession:
     def done(self) -> bool:
         return self.blocks_done == len(self.layout)
 
-    def set_prompt(self, prompt: str) -> None:
-        """Condition every block from the next one on `prompt` (the last one set before that block wins)."""
+    def set_prompt(self, prompt: str, cut: bool = False) -> None:
+        """Condition every block from the next one on `prompt` (the last one set before that block wins); with
+        `cut`, a hard cut into a new scene (as `#` in a schedule): the method's cut, and retrieval memory
+        never retrieves a frame from before it. The playing prompt without a cut starts nothing."""
         text = prompt.strip()
         if not text:
             raise ValueError("the prompt is empty; type a description of the scene")
-        self.pending = text if text != self.prompt else None
+        new = cut or text != self.prompt
+        self.pending, self.pending_cut = (text, cut) if new else (None, False)
 
     def next_block(self) -> Block:
         """The next block, starting a new segment when a prompt is pending."""
@@ -93,9 +97,9 @@ class LiveSession:
         if self.pending is None:
             return Block(planned.index, planned.frames, len(self.segments) - 1, boundary=False, cut=False)
         scene = self.rollout.add_prompt(self.encode(self.pending))
-        self.segments.append(Segment(self.pending, planned.index))
-        self.pending = None
-        return Block(planned.index, planned.frames, scene, boundary=True, cut=False)
+        self.segments.append(Segment(self.pending, planned.index, self.pending_cut))
+        self.pending, self.pending_cut = None, False
+        return Block(planned.index, planned.frames, scene, boundary=True, cut=self.segments[-1].cut)
 
     @torch.no_grad()  # grad mode is per thread: the server steps the session in its worker thread
     def step(self) -> BlockUpdate:

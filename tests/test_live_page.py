@@ -57,6 +57,7 @@ def test_page_shows_frames_and_a_typed_prompt_reaches_the_generator(tmp_path, mo
             expect(page.locator("#video")).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,."),
                                                            timeout=30_000)
             page.fill("#prompt", NEW)
+            page.check("#cut")  # a hard cut: the switch event and the saved record say so
             page.click("#send-prompt")
             assert prompt_queued.wait(timeout=30)  # in the worker's queue: it is handled when the held block ends
             gate.open.set()
@@ -72,7 +73,7 @@ def test_page_shows_frames_and_a_typed_prompt_reaches_the_generator(tmp_path, mo
     assert received == 1 + 4 * 23  # every frame of the 24-latent-frame video reached the page
     assert len(segments) == 2 and segments[0] == f"from block 0: {PROMPT}"
     head, detail = segments[1].split("\n", 1)
-    assert head.endswith(f": {NEW}") and detail.startswith("switch: cut false, recached_frames ")  # the switch event
+    assert head.endswith(f": {NEW}") and detail.startswith("switch: cut true, recached_frames ")  # the switch event
     switch = int(head.split()[2].rstrip(":"))
     assert thumbnails >= 3  # the last block's context: the sink, window and retrieved frames
     old, new = text_key(parts, PROMPT), text_key(parts, NEW)

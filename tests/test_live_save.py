@@ -38,7 +38,8 @@ def test_save_mid_stream_writes_the_streamed_frames_and_the_segments(tmp_path):
     record = json.loads(files.record.read_text())
     assert record["num_latent_frames"] == 6 and record["num_video_frames"] == 9 + 12
     assert record["segments"] == record["settings"]["segments"] == [
-        {"prompt": PROMPT, "start_block": 0, "start_frame": 0}, {"prompt": NEW, "start_block": 1, "start_frame": 3}]
+        {"prompt": PROMPT, "start_block": 0, "start_frame": 0, "cut": False},
+        {"prompt": NEW, "start_block": 1, "start_frame": 3, "cut": False}]
     assert record["seed"] == session.seed and record["settings"]["video_seed"] == session.seed
     log = json.loads(files.context_log.read_text())
     assert [b["scene"] for b in log["blocks"]] == [0, 1] and log["method"] == "latentmem"

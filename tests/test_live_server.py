@@ -82,6 +82,9 @@ def test_stream_switch_prompt_save_and_one_visitor_at_a_time(live, monkeypatch):
             switch = queued[0]["at_block"]
             ws.send(json.dumps({"type": "save"}))
             saved = receive(ws, "saved")
+            ws.send(json.dumps({"type": "prompt", "prompt": NEW, "cut": "yes"}))
+            with pytest.raises(AssertionError, match="cut must be true or false, not 'yes'"):
+                receive(ws, "prompt")
     finally:
         gate.remove()
     # the typed prompt reached the generator: every call of the blocks from `switch` on used its K/V
@@ -103,8 +106,8 @@ def test_stream_switch_prompt_save_and_one_visitor_at_a_time(live, monkeypatch):
     assert stem.startswith("live-") and names == [f"{stem}{s}" for s in (".mp4", ".latents.pt", ".context.json", ".context.png", ".json")]
     record = json.loads(open(f"{folder}/{stem}.json").read())
     assert record["num_video_frames"] == 1 + 4 * 23 == read_video(f"{folder}/{stem}.mp4").shape[0]
-    assert record["segments"] == [{"prompt": PROMPT, "start_block": 0, "start_frame": 0},
-                                  {"prompt": NEW, "start_block": switch, "start_frame": 3 * switch}]
+    assert record["segments"] == [{"prompt": PROMPT, "start_block": 0, "start_frame": 0, "cut": False},
+                                  {"prompt": NEW, "start_block": switch, "start_frame": 3 * switch, "cut": False}]
     assert record["live"] is True and len(record["ms_per_block"]) == len(record["decode_ms_per_block"]) == 8
     log = json.loads(open(f"{folder}/{stem}.context.json").read())
     assert [b["scene"] for b in log["blocks"]] == [int(i >= switch) for i in range(8)]

@@ -75,3 +75,39 @@ def test_repeating_the_playing_prompt_starts_no_segment_and_empty_prompts_are_re
     with pytest.raises(RuntimeError, match="the video is finished \\(6 blocks\\)"):
         session.step()
     session.close()
+
+
+def retrieved_frames_after_switch(cut: bool) -> tuple[LiveSession, list[list[int]]]:
+    """A 12-block demo latentmem video with the `global` memory policy, NEW typed after block 1 -> (the session,
+    the frames each retrieving block retrieved)."""
+    cfg, parts = demo_live_parts(["num_output_frames=36", f"prompts=[{PROMPT!r}]", "model_kwargs.memory_switch_policy=global"])
+    session = LiveSession(parts, cfg, PROMPT)
+    session.step(), session.step()
+    session.set_prompt(NEW, cut=cut)
+    while not session.done:
+        session.step()
+    session.close()
+    log = session.result().extras["retrieval_log"]
+    return session, [e["selected_frames"][0] for e in log]
+
+
+@pytest.mark.slow
+def test_a_prompt_sent_with_a_hard_cut_starts_a_scene_that_never_retrieves_what_came_before():
+    session, retrieved = retrieved_frames_after_switch(cut=True)
+    assert [(s.prompt, s.start_block, s.cut) for s in session.segments] == [(PROMPT, 0, False), (NEW, 2, True)]
+    switch = session.rollout.context_log[2]["switch"]
+    assert switch["cut"] is True and switch["segment"] == 1
+    assert retrieved and all(f >= 6 for frames in retrieved for f in frames)  # frame 6 is block 2's first
+    # the same video without the cut: the `global` policy retrieves frames of the first segment
+    _, without_cut = retrieved_frames_after_switch(cut=False)
+    assert any(f < 6 for frames in without_cut for f in frames)
+
+
+def test_the_playing_prompt_with_a_cut_starts_a_segment(live):
+    cfg, parts = live
+    session = LiveSession(parts, cfg, PROMPT)
+    session.step()
+    session.set_prompt(PROMPT, cut=True)
+    block = session.next_block()
+    assert (block.boundary, block.cut, block.scene) == (True, True, 1) and session.segments[-1].cut
+    session.close()

@@ -104,7 +104,10 @@ const handlers = {
     setRunning(true);
     status("generating…");
   },
-  prompt(m) { status(m.prompt ? `prompt queued: it conditions the video from block ${m.at_block} on` : "that prompt is already playing"); },
+  prompt(m) {
+    status(m.prompt ? `prompt queued${m.cut ? " with a hard cut" : ""}: it conditions the video from block ${m.at_block} on`
+                    : "that prompt is already playing");
+  },
   pause() { state.paused = true; setRunning(true); status("paused"); },
   resume() { state.paused = false; setRunning(true); status("generating…"); },
   done(m) { setRunning(false); status(`video finished (${m.blocks} blocks): save it, or Start a new one`); },
@@ -134,7 +137,8 @@ function connect() {
 
 function sendPrompt() {
   const text = $("prompt").value.trim();
-  if (text) send({ type: "prompt", prompt: text });
+  if (text) send({ type: "prompt", prompt: text, cut: $("cut").checked });
+  $("cut").checked = false;
 }
 
 $("start").disabled = true;
