@@ -3,7 +3,7 @@
 and atomically by inference_job's writers.
 
 The mp4 holds the frames the page streamed (no second decode); the record adds the prompt segments as typed
-(text, first block, first latent frame) and the decode time of every block. Stems are
+(text, first block, first latent frame, hard cut or not) and the decode time of every block. Stems are
 `live-<UTC date>-<time>[-n]`, so a live save never takes an inference run's `0000-0` names.
 """
 from __future__ import annotations

@@ -35,8 +35,6 @@ class BankStorageError(RuntimeError):
 
 
 class MemoryTier:
-    background_reads = False
-
     def __init__(self, device: torch.device | str, pin: bool = False):
         self.device = torch.device(device)
         self.pin = pin
@@ -55,7 +53,6 @@ class DiskTier:
 
     device = torch.device("cpu")
     pin = False
-    background_reads = True  # page faults on a cold file block the reader, not the compute
 
     def __init__(self, folder: str | os.PathLike, planned_bytes: int):
         self.folder = Path(folder)
@@ -217,7 +214,7 @@ class SlabStorage:
         staging = self._staging_buffer(len(rows))
         for j, (slot, b) in enumerate(rows):
             staging[j].copy_(self._slab(slot)[b])
-        out = staging.to(self.compute, non_blocking=self.tier.pin)
+        out = staging.to(self.compute, non_blocking=True)  # staged: compute is a GPU, the staging buffer pinned
         if self.compute.type == "cuda":
             self._staging_free = torch.cuda.current_stream(self.compute).record_event()
         return list(out.view(self.dtype).unbind(0))

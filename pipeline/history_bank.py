@@ -28,13 +28,19 @@ NEW = -1  # slot of an entry not stored yet
 
 
 class PendingGather:
-    """A gather started ahead of its block (prefetch); `result()` makes it usable on the compute stream."""
+    """A gather started ahead of its block (prefetch); `result()` makes it usable on the compute stream and
+    frees the bank for changes again."""
 
-    def __init__(self, future: Future):
+    def __init__(self, future: Future, bank: HistoryBank):
         self._future = future  # -> (RetrievedKV, CUDA event after which it is ready, or None)
+        self._bank = bank
 
     def result(self) -> RetrievedKV:
-        out, event = self._future.result()
+        try:
+            out, event = self._future.result()
+        finally:
+            if self._bank._pending is self:
+                self._bank._pending = None
         if event is not None:
             stream = torch.cuda.current_stream(out.k.device)
             stream.wait_event(event)
@@ -83,6 +89,7 @@ class HistoryBank:
         self._outputs: list[torch.Tensor | None] = [None, None]  # see _output
         self._turn = 0
         self._reader: ThreadPoolExecutor | None = None
+        self._pending: PendingGather | None = None  # a gather whose result() was not taken yet
         self._read_stream = torch.cuda.Stream(self.compute_device) if self.compute_device.type == "cuda" else None
 
     @property
@@ -111,6 +118,7 @@ class HistoryBank:
         -> frames that left the bank to stay within the budget (possibly some of `frames`)."""
         if (latents is None) != (self.latent_shape is None):
             raise ValueError(f"a bank with latent_shape {self.latent_shape} needs latents exactly when it keeps them")
+        self._check_idle("add")
         k, v, scale = self.codec.encode(k, v)  # [L, B, m, T, n, d] in the storage dtype; [m, B, L, 2, n] or None
         evicted = []
         for i, frame in enumerate(frames):
@@ -127,6 +135,7 @@ class HistoryBank:
     def drop_segments_before(self, segment: int) -> list[int]:
         """Remove every entry of a segment older than `segment` (they can never be retrieved again).
         -> their frames, oldest first."""
+        self._check_idle("drop_segments_before")
         dropped = []
         while self.segments and self.segments[0] < segment:  # segments are non-decreasing in pool order
             dropped.append(self._evict(0))
@@ -134,6 +143,7 @@ class HistoryBank:
 
     def replace(self, position: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """New K/V of the entry at pool `position` (re-encoded under another prompt); k, v: [L, B, T, n, d]."""
+        self._check_idle("replace")
         k, v, scale = self.codec.encode(k[:, :, None], v[:, :, None])
         self._store(self._slots[position], k[:, :, 0], v[:, :, 0], None if scale is None else scale[0])
 
@@ -200,7 +210,14 @@ class HistoryBank:
     def gather(self, pool_indices: torch.Tensor, dtype: torch.dtype) -> RetrievedKV:
         """pool_indices: [B, k] -> K/V of those entries on the compute device, [L, B, k, T, n, d] in `dtype`.
         Reads the indices on the host at once (a wait for the device): call it outside a block's calls."""
+        self._check_idle("gather")
         return self._gather(pool_indices.tolist(), dtype)
+
+    def _check_idle(self, what: str) -> None:
+        """The reader thread reads the bank's slots, storage and output buffers without a lock: nothing may
+        change them, or start another gather, until the pending gather's result() is taken."""
+        if self._pending is not None:
+            raise RuntimeError(f"HistoryBank.{what} while a gather is pending: take its result() first")
 
     def _gather(self, idx: list[list[int]], dtype: torch.dtype) -> RetrievedKV:
         """idx: [B][k] pool indices -> as `gather`."""
@@ -209,7 +226,7 @@ class HistoryBank:
         payload = self.storage.read(rows)  # B * k slabs [L, 2, T, n, d]
         scale = None
         if self.codec.has_scale:
-            slots = torch.tensor([[self._slots[p] for p in picks] for picks in idx], device=self._scale.device)
+            slots = self._to_device([[self._slots[p] for p in picks] for picks in idx], self._scale.device)
             scale = self._scale[slots, torch.arange(len(idx), device=slots.device)[:, None]]  # [B, k, L, 2, n]
         kv = self.codec.decode(payload, scale, self._output(len(idx), len(idx[0]), dtype))  # [L, 2, B, k, T, n, d]
         return RetrievedKV(k=kv[:, 0], v=kv[:, 1])
@@ -230,26 +247,40 @@ class HistoryBank:
         pinned host memory without blocking, and the bank's reader thread waits for that copy (not the
         compute thread, which queues its next calls meanwhile), then reads the slabs: from accelerator
         memory on a side CUDA stream, from host memory or disk into one staged transfer. The bank must not
-        change until `result()`."""
+        change until `result()` (it refuses to)."""
+        self._check_idle("gather_async")
         if self._reader is None:
             self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-bank-reader")
+        inference = torch.is_inference_mode_enabled()  # thread-local: the reader writes buffers made here
         if self._read_stream is None:  # a CPU run: the indices are in host memory already
-            return PendingGather(self._reader.submit(self._gather_from_host, pool_indices, dtype))
-        host = torch.empty(pool_indices.shape, dtype=pool_indices.dtype, pin_memory=True)
-        host.copy_(pool_indices, non_blocking=True)
-        # after this point of the compute stream the indices are on the host and the banked slabs are final
-        ready = torch.cuda.current_stream(self.compute_device).record_event()
-        return PendingGather(self._reader.submit(self._gather_on_read_stream, host, ready, dtype))
+            future = self._reader.submit(self._gather_from_host, pool_indices, dtype, inference)
+        else:
+            host = torch.empty(pool_indices.shape, dtype=pool_indices.dtype, pin_memory=True)
+            host.copy_(pool_indices, non_blocking=True)
+            # after this point of the compute stream the indices are on the host and the banked slabs are final
+            ready = torch.cuda.current_stream(self.compute_device).record_event()
+            future = self._reader.submit(self._gather_on_read_stream, host, ready, dtype, inference)
+        self._pending = PendingGather(future, self)
+        return self._pending
 
-    def _gather_from_host(self, host_indices: torch.Tensor, dtype: torch.dtype) -> tuple[RetrievedKV, None]:
-        return self._gather(host_indices.tolist(), dtype), None
+    def _gather_from_host(self, host_indices: torch.Tensor, dtype: torch.dtype,
+                          inference: bool) -> tuple[RetrievedKV, None]:
+        with torch.inference_mode(inference):
+            return self._gather(host_indices.tolist(), dtype), None
 
-    def _gather_on_read_stream(self, host_indices: torch.Tensor, ready: torch.cuda.Event,
-                               dtype: torch.dtype) -> tuple[RetrievedKV, torch.cuda.Event]:
+    def _gather_on_read_stream(self, host_indices: torch.Tensor, ready: torch.cuda.Event, dtype: torch.dtype,
+                               inference: bool) -> tuple[RetrievedKV, torch.cuda.Event]:
         ready.synchronize()  # this reader thread waits; the compute thread does not
-        with torch.cuda.stream(self._read_stream):
+        with torch.inference_mode(inference), torch.cuda.stream(self._read_stream):
             out = self._gather(host_indices.tolist(), dtype)
         return out, self._read_stream.record_event()
+
+    @staticmethod
+    def _to_device(values: list, device: torch.device) -> torch.Tensor:
+        """Host values -> a tensor on `device`, through pinned memory without blocking on CUDA."""
+        if device.type != "cuda":
+            return torch.tensor(values, device=device)
+        return torch.tensor(values, pin_memory=True).to(device, non_blocking=True)
 
     def close(self) -> None:
         if self._reader is not None:

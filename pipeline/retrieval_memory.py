@@ -127,6 +127,7 @@ class RetrievalMemory:
     def prefetch(self, block_start: int, dtype: torch.dtype) -> None:
         """Make the retrieval decision of the block starting at `block_start` now (its query frame is
         indexed and the bank is final for it) and start gathering, so the gather overlaps the recache pass."""
+        self._drop_prefetch()
         selection = self._select(block_start)
         pending = None if selection is None else self.bank.gather_async(selection.pool_indices, dtype)
         self._prefetched = (block_start, selection, pending)
@@ -176,7 +177,7 @@ class RetrievalMemory:
 
     def _drop_prefetch(self) -> None:
         if self._prefetched is not None and self._prefetched[2] is not None:
-            self._prefetched[2].result()  # an unused prefetch still owns the bank's staging buffer until it ends
+            self._prefetched[2].result()  # the reader thread may still read the bank: wait before it changes
         self._prefetched = None
 
     def _record(self, block_start: int, sel: Selection, frames: torch.Tensor, segments: torch.Tensor,

@@ -167,6 +167,39 @@ def test_prefetched_gather_equals_plain_gather(tmp_path):
         bank.close()
 
 
+def test_nothing_changes_the_bank_while_a_gather_is_pending():
+    """The reader thread reads slots, storage and output buffers without a lock: the bank refuses changes
+    and other gathers until the pending gather's result() is taken."""
+    bank = make_bank()
+    k, v = frame_kv([1, 2, 3])
+    bank.add([1, 2, 3], k, v, None)
+    idx = torch.tensor([[2, 0], [1, 1]])
+    pending = bank.gather_async(idx, torch.float32)
+    k4, v4 = frame_kv([4])
+    with pytest.raises(RuntimeError, match="HistoryBank.add while a gather is pending"):
+        bank.add([4], k4, v4, None)
+    for call in (lambda: bank.gather(idx, torch.float32), lambda: bank.gather_async(idx, torch.float32),
+                 lambda: bank.replace(0, k[:, :, 0], v[:, :, 0]), lambda: bank.drop_segments_before(1)):
+        with pytest.raises(RuntimeError, match="while a gather is pending"):
+            call()
+    assert pending.result().k[0, 0, :, 0, 0, 0].tolist() == [3.0, 1.0]
+    bank.add([4], k4, v4, None)  # free again
+    assert bank.frames == [1, 2, 3, 4]
+    bank.close()
+
+
+def test_a_gather_started_in_inference_mode_writes_the_buffers_made_there():
+    bank = make_bank()
+    k, v = frame_kv([1, 2, 3])
+    bank.add([1, 2, 3], k, v, None)
+    idx = torch.tensor([[2, 0], [1, 1]])
+    with torch.inference_mode():
+        plain = [bank.gather(idx, torch.float32).k.clone() for _ in range(2)]  # both output buffers made here
+        prefetched = bank.gather_async(idx, torch.float32).result().k  # written in place on the reader thread
+    assert torch.equal(prefetched, plain[0]) and torch.equal(plain[0], plain[1])
+    bank.close()
+
+
 def test_build_history_bank_sizes_the_budget_in_frames():
     # one frame: 2 x 3 layers x 4 tokens x 2 heads x 6 dims x 4 bytes = 1152 bytes per sample
     cfg = ModelKwargs(memory_device="cpu", memory_budget_gb=20.5 * 1152 / 1e9)

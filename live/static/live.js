@@ -137,7 +137,8 @@ function connect() {
 
 function sendPrompt() {
   const text = $("prompt").value.trim();
-  if (text) send({ type: "prompt", prompt: text, cut: $("cut").checked });
+  if (!text) return;
+  send({ type: "prompt", prompt: text, cut: $("cut").checked });
   $("cut").checked = false;
 }
 
