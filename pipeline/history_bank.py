@@ -86,6 +86,7 @@ class HistoryBank:
         self._scale: torch.Tensor | None = None  # [slots, B, L, 2, n] float32 (float8 codec)
         self._latents: torch.Tensor | None = None  # [slots, B, C, H, W] float32 (with latent_shape)
         self.num_gathers = 0
+        self.last_pool_indices: list[list[int]] = []  # [B][k] of the last gather, as read on the host
         self._outputs: list[torch.Tensor | None] = [None, None]  # see _output
         self._turn = 0
         self._reader: ThreadPoolExecutor | None = None
@@ -222,6 +223,7 @@ class HistoryBank:
     def _gather(self, idx: list[list[int]], dtype: torch.dtype) -> RetrievedKV:
         """idx: [B][k] pool indices -> as `gather`."""
         self.num_gathers += 1
+        self.last_pool_indices = idx
         rows = [(self._slots[p], b) for b, picks in enumerate(idx) for p in picks]
         payload = self.storage.read(rows)  # B * k slabs [L, 2, T, n, d]
         scale = None

@@ -153,22 +153,22 @@ class RetrievalMemory:
         frames = torch.tensor(self.bank.frames, device=pool.device)[pool]
         segments = torch.tensor(self.bank.segments, device=pool.device)[pool]
         retrieved = self.bank.gather(selection.pool_indices, dtype) if pending is None else pending.result()
-        reencoded = self._refresh(pool)
+        reencoded = self._refresh(self.bank.last_pool_indices)
         if reencoded:  # the gather read their old K/V
             retrieved = self.bank.gather(selection.pool_indices, dtype)
         self._record(block_start, selection, frames, segments, reencoded)
         return retrieved, frames
 
-    def _refresh(self, pool: torch.Tensor) -> list[int]:
-        """Re-encode the selected entries (pool indices [B, k]) whose K/V is stale for the current segment
-        and not yet re-encoded in it; the bank keeps the new K/V. -> their frames, oldest first. The
-        selection is read on the host only when some banked entry is stale (after a prompt switch)."""
+    def _refresh(self, pool: list[list[int]]) -> list[int]:
+        """Re-encode the selected entries (pool indices [B][k], as the gather read them on the host) whose K/V
+        is stale for the current segment and not yet re-encoded in it; the bank keeps the new K/V. -> their
+        frames, oldest first."""
         stale = [p for p, (frame, segment) in enumerate(zip(self.bank.frames, self.bank.segments))
                  if self.switch.stale(segment, self._scene) and frame not in self._reencoded]
         if not stale:
             return []
         done = []
-        for p in sorted(set(pool.flatten().tolist()) & set(stale)):
+        for p in sorted({p for picks in pool for p in picks} & set(stale)):
             frame = self.bank.frames[p]
             self.bank.replace(p, *self.reencode(frame, self.bank.latent(p), self._scene))
             self._reencoded.add(frame)
