@@ -6,7 +6,7 @@
 #
 #   backbone  causal_forcing | self_forcing | longlive | demo   (demo: tiny random weights, CPU, no downloads)
 #   method    native | latentmem | infrope | deepforcing
-#   key=value config overrides, e.g. num_output_frames=240 'prompts=["a fox running in snow"]'
+#   key=value config overrides, e.g. num_output_frames=240 data_path=null 'prompts=["a fox running in snow"]'
 #
 # Environment:
 #   PORT=p     port of the page; default 7860 (http://127.0.0.1:7860)

@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 if [[ $# -ge 1 && ( "$1" == "-h" || "$1" == "--help" ) ]]; then
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 if [[ $# -lt 1 ]]; then

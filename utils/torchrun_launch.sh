@@ -1,4 +1,4 @@
-# Sourced by inference.sh, generate_latent.sh and train_ae_delta.sh: start a Python entry point
+# Sourced by inference.sh, evaluate.sh, generate_latent.sh and train_ae_delta.sh: start a Python entry point
 # under torchrun on this node.
 #
 #   launch_torchrun SCRIPT [ARGS ...]
