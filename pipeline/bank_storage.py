@@ -116,6 +116,11 @@ def headroom(total: int) -> int:
     return max(2 * 2**30, total // 5)
 
 
+def fits_with_headroom(need: float, free: float, total: float) -> bool:
+    """`auto`'s rule for placing the bank on a device: `need` bytes fit in `free` with the device's headroom."""
+    return need + headroom(total) <= free
+
+
 def choose_tier(memory_device: str, folder: str | None, planned_bytes: int, compute: torch.device) -> TierChoice:
     """The tier named by `memory_device` (auto | cpu | cuda[:i] | disk); `auto` takes the fastest tier where
     `planned_bytes` fit with headroom, measured now (after the model, cache and text encoder are loaded)."""
@@ -130,14 +135,14 @@ def choose_tier(memory_device: str, folder: str | None, planned_bytes: int, comp
     need = f"{planned_bytes / GB:.2f} GB"
     if compute.type == "cuda":
         free, total = torch.cuda.mem_get_info(compute)
-        if planned_bytes + headroom(total) <= free:
+        if fits_with_headroom(planned_bytes, free, total):
             return TierChoice(MemoryTier(compute), f"auto: {need} fit in {compute}'s {free / GB:.1f} GB free beside the model")
         gpu_reason = f"{need} do not fit in {compute}'s {free / GB:.1f} GB free with {headroom(total) / GB:.1f} GB headroom"
     else:
         gpu_reason = "no accelerator"
     available = host_available_bytes()
     host_total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if planned_bytes + headroom(host_total) <= available:
+    if fits_with_headroom(planned_bytes, available, host_total):
         tier = MemoryTier("cpu", pin=compute.type == "cuda")
         return TierChoice(tier, f"auto: {gpu_reason}; {need} fit in {available / GB:.1f} GB available host memory")
     host_reason = f"{need} do not fit in {available / GB:.1f} GB available host memory with {headroom(host_total) / GB:.1f} GB headroom"

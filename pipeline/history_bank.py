@@ -129,8 +129,9 @@ class HistoryBank:
             if self._slots[-1] == NEW:  # the new entry stayed: it takes a freed slot or the next one
                 self._slots[-1] = self._free.pop() if self._free else self._next_slot()
                 self._store(self._slots[-1], k[:, :, i], v[:, :, i], None if scale is None else scale[i])
-                if latents is not None:
-                    self._store_latent(self._slots[-1], latents[:, i])
+                if latents is not None:  # [B, C, H, W] float32 on the tier's device
+                    latent = latents[:, i].to(device=self.storage.tier.device, dtype=torch.float32)
+                    self._latents = self._put_row(self._latents, self._slots[-1], latent)
         return evicted
 
     def drop_segments_before(self, segment: int) -> list[int]:
@@ -154,17 +155,19 @@ class HistoryBank:
             raise ValueError("this history bank keeps no latents (it was built without latent_shape)")
         return self._latents[self._slots[position]].to(self.compute_device)
 
-    def _store_latent(self, slot: int, latent: torch.Tensor) -> None:
-        """latent: [B, C, H, W]."""
-        if self._latents is None or self._latents.shape[0] <= slot:
-            rows = max(slot + 1, 2 * (0 if self._latents is None else self._latents.shape[0]))
+    def _put_row(self, table: torch.Tensor | None, slot: int, row: torch.Tensor) -> torch.Tensor:
+        """`row` stored as `table[slot]` (a per-slot table [slots, *row.shape] in row's dtype and device), the
+        table first grown by doubling, never past the budget's slots. -> the table."""
+        if table is None or table.shape[0] <= slot:
+            rows = max(slot + 1, 2 * (0 if table is None else table.shape[0]))
             if self.max_frames is not None:
                 rows = min(rows, self.max_frames)
-            grown = torch.empty(rows, *latent.shape, dtype=torch.float32, device=self.storage.tier.device)
-            if self._latents is not None:
-                grown[: self._latents.shape[0]] = self._latents
-            self._latents = grown
-        self._latents[slot] = latent
+            grown = row.new_zeros(rows, *row.shape)
+            if table is not None:
+                grown[: table.shape[0]] = table
+            table = grown
+        table[slot] = row
+        return table
 
     def _append_entry(self, frame: int, segment: int, desc: torch.Tensor | None) -> None:
         """desc: [B, D]. The entry gets its slot after the eviction decision, so the bank never needs more
@@ -200,13 +203,7 @@ class HistoryBank:
         """k, v: [L, B, T, n, d] encoded; scale: [B, L, 2, n] or None."""
         self.storage.write(slot, k, v)
         if scale is not None:
-            if self._scale is None or self._scale.shape[0] <= slot:
-                rows = max(slot + 1, 2 * (0 if self._scale is None else self._scale.shape[0]))
-                grown = scale.new_zeros(rows, *scale.shape)
-                if self._scale is not None:
-                    grown[: self._scale.shape[0]] = self._scale
-                self._scale = grown
-            self._scale[slot] = scale
+            self._scale = self._put_row(self._scale, slot, scale)
 
     def gather(self, pool_indices: torch.Tensor, dtype: torch.dtype) -> RetrievedKV:
         """pool_indices: [B, k] -> K/V of those entries on the compute device, [L, B, k, T, n, d] in `dtype`.

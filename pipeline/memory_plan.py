@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.bank_storage import headroom, host_available_bytes
+from pipeline.bank_storage import fits_with_headroom, host_available_bytes
 from pipeline.generation_config import GenerationConfig
 from pipeline.history_bank import bank_capacity, frame_bytes
 from pipeline.memory_switch import MEMORY_SWITCH_POLICIES
@@ -165,7 +165,7 @@ def resolve_auto_tier(items: list[PlanItem], free: dict[str, float], total: dict
     planned in host memory."""
     for dev in {i.device for i in items if i.auto_host_fix is not None}:
         rollout = sum(i.nbytes for i in items if i.device == dev and "rollout" in i.phases)
-        if rollout + headroom(total[dev]) > free[dev]:
+        if not fits_with_headroom(rollout, free[dev], total[dev]):
             items = [replace(i, device="cpu", component=f"{i.component} (auto: host)", fix=i.auto_host_fix, auto_host_fix=None)
                      if i.device == dev and i.auto_host_fix is not None else i for i in items]
     return items

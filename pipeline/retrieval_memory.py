@@ -163,13 +163,11 @@ class RetrievalMemory:
         """Re-encode the selected entries (pool indices [B][k], as the gather read them on the host) whose K/V
         is stale for the current segment and not yet re-encoded in it; the bank keeps the new K/V. -> their
         frames, oldest first."""
-        stale = [p for p, (frame, segment) in enumerate(zip(self.bank.frames, self.bank.segments))
-                 if self.switch.stale(segment, self._scene) and frame not in self._reencoded]
-        if not stale:
-            return []
         done = []
-        for p in sorted({p for picks in pool for p in picks} & set(stale)):
+        for p in sorted({p for picks in pool for p in picks}):
             frame = self.bank.frames[p]
+            if not self.switch.stale(self.bank.segments[p], self._scene) or frame in self._reencoded:
+                continue
             self.bank.replace(p, *self.reencode(frame, self.bank.latent(p), self._scene))
             self._reencoded.add(frame)
             done.append(frame)

@@ -158,6 +158,7 @@ class BlockAttention:
         same = own_positions == context.query_positions
         self._key_angles = self._query_angles if same else rope.frame_angles(own_positions, grid_hw)
         self._layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (K, V) buffers
+        self._mask: torch.Tensor | None = None  # with context.causal_frames: one mask for every layer and call
 
     @property
     def compilable(self) -> bool:
@@ -189,8 +190,9 @@ class BlockAttention:
         q = apply_rope(q, self._query_angles).type_as(v)
         apply_rope(k[:, own:], self._key_angles, out=keys[:, context_tokens:])
         values[:, context_tokens:].copy_(v[:, own:])
-        mask = self._causal_mask(q.shape[1], keys.shape[1], q.device) if self.context.causal_frames else None
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask)
+        if self.context.causal_frames and self._mask is None:
+            self._mask = self._causal_mask(q.shape[1], keys.shape[1], q.device)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=self._mask)
         return out.transpose(1, 2)
 
     def _causal_mask(self, num_queries: int, num_keys: int, device: torch.device) -> torch.Tensor:

@@ -54,9 +54,6 @@ class LatentMemPolicy:
         return torch.stack(kv.k), torch.stack(kv.v)
 
     def switch(self, block: Block, latents: CleanLatents) -> dict:
-        return self.recache_window(block, latents)
-
-    def recache_window(self, block: Block, latents: CleanLatents) -> dict:
         """LongLive's window recache of every cached frame, at the window-relative positions the last block gave them."""
         first = block.frames[0]
         shift = max(0, first - self.window)

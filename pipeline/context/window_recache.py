@@ -82,8 +82,12 @@ class WindowRecache:
         `window_full`: the official sink protection applies. -> the switch event for the context log."""
         s = cache.sink_size
         keep = s > 0 and self.options.keeps_sink(window_full)
+
+        def sink_frames() -> list[int]:
+            return [cache.frame_at(i) for i in range(min(s, cache.length))]
+
         if not self.options.kv_recache or len(frames) <= (s if keep else 0):
-            return {"recached_frames": [], "sink": "kept", "sink_frames": [cache.frame_at(i) for i in range(min(s, cache.length))]}
+            return {"recached_frames": [], "sink": "kept", "sink_frames": sink_frames()}
         if keep:
             skip = min(s, len(frames))
             sink = list(range(min(s, cache.length)))
@@ -100,5 +104,4 @@ class WindowRecache:
         tokens = kv.k[0].shape[1] // len(frames)
         for layer in range(cache.num_layers):
             cache.write(layer, slots, kv.k[layer][:, skip * tokens:], kv.v[layer][:, skip * tokens:])
-        return {"recached_frames": frames[skip:], "sink": "kept" if keep else "rewritten",
-                "sink_frames": [cache.frame_at(i) for i in range(min(s, cache.length))]}
+        return {"recached_frames": frames[skip:], "sink": "kept" if keep else "rewritten", "sink_frames": sink_frames()}
