@@ -57,7 +57,7 @@ from pipeline.history_bank import HistoryBank, frame_bytes
 from pipeline.prompt_schedule import PromptSchedule
 from pipeline.retrieval import TopKRetrieval
 from pipeline.retrieval_memory import RetrievalMemory
-from pipeline.rollout import CausalRollout, generate
+from pipeline.rollout import CausalRollout, NoiseSource, gaussian_noise, generate
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from pipeline.sample import sample_video
 from toydatasets.make_toy_latents import ToyConfig, make_scene_bank, make_video
@@ -283,9 +283,9 @@ def model_inputs(mcfg: WanModelConfig, frame: tuple[int, int, int], frames: int)
     return torch.randn(1, frames, *frame, generator=g), torch.randn(1, mcfg.text_len, mcfg.text_dim, generator=g)
 
 
-def renoise_source(seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    return lambda shape: torch.randn(shape, generator=g)
+def renoise_source(device: torch.device = torch.device("cpu"), seed: int = 1) -> NoiseSource:
+    """Re-noising draws on the compute device (the rollout does not move them)."""
+    return gaussian_noise(torch.Generator(device).manual_seed(seed))
 
 
 def rollout(model, cfg: RolloutConfig, frame, frames: int, descriptor):
@@ -405,7 +405,7 @@ def full_size(frames: int, budget_gb: float, device: torch.device, hw: tuple[int
         for name, rcfg in settings.items():
             rcfg.validate()
             start = time.perf_counter()
-            generate(model, rcfg, noise, prompt, renoise_source(), context_policy(rcfg, descriptor))
+            generate(model, rcfg, noise, prompt, renoise_source(device), context_policy(rcfg, descriptor))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             out[f"{name}_latent_fps"] = round(frames / (time.perf_counter() - start), 3)
