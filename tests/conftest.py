@@ -27,9 +27,15 @@ def fixture_generator():
 
 
 def seeded_noise(seed: int):
-    """A NoiseSource drawing from its own generator."""
-    gen = torch.Generator().manual_seed(seed)
-    return lambda shape: torch.randn(shape, generator=gen)
+    """A NoiseSource drawing on the CPU from its own generator."""
+    from pipeline.rollout import gaussian_noise
+
+    return gaussian_noise(torch.Generator().manual_seed(seed))
+
+
+def no_clean_pass(context, x0, scene):
+    """PolicySetup.clean_pass of tests without a prompt switch."""
+    raise AssertionError("this test runs no clean pass")
 
 
 class GeneratorGate:

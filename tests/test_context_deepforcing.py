@@ -1,7 +1,7 @@
 """Deep Forcing policy: no reference code exists, so these properties are the proof (SPEC_NEXT §1.3)."""
 import torch
 
-from conftest import fixture_generator, seeded_noise
+from conftest import fixture_generator, no_clean_pass, seeded_noise
 from pipeline.build import build_context_method
 from pipeline.context.deepforcing import AttentionScore, DeepForcingPolicy
 from pipeline.context.policy import CacheGeometry, PolicySetup
@@ -13,10 +13,6 @@ from wan.rope import Rope3D
 
 T = 16  # tokens per frame of the fixtures' 8 x 8 latents
 WINDOW = 12
-
-
-def no_clean_pass(context, x0, scene):
-    raise AssertionError("this test runs no clean pass")
 
 
 class RecordingScore:

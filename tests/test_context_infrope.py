@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import fixture_generator, seeded_noise
+from conftest import fixture_generator, no_clean_pass, seeded_noise
 from pipeline.build import build_context_method
 from pipeline.context.infrope import InfRopePolicy
 from pipeline.context.policy import CacheGeometry, PolicySetup
@@ -12,10 +12,6 @@ from pipeline.rollout import generate
 from pipeline.rollout_config import ModelKwargs, RolloutConfig
 from wan.block_attention import BlockKV
 from wan.rope import Rope3D
-
-
-def no_clean_pass(context, x0, scene):
-    raise AssertionError("these tests run no clean pass")
 
 
 def setup(num_frames: int) -> PolicySetup:
